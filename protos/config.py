@@ -1,0 +1,194 @@
+"""The run configuration: typed, strict, loadable from YAML, importable without torch.
+
+Every section forbids unknown keys, so a typo (`alfa: 10`) is an error that names the key and
+the keys allowed there, never a silently ignored setting.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names every offending key and value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class ModelConfig(_Section):
+    path: str | None = Field(
+        None, description="A Hugging Face model directory; unset = the locally built tiny model."
+    )
+    hidden_size: int = Field(128, ge=32, description="Tiny model width.")
+    num_layers: int = Field(4, ge=1, le=48, description="Tiny model depth.")
+    num_heads: int = Field(4, ge=1, description="Attention heads; hidden_size/num_heads >= 32.")
+    intermediate_size: int = Field(512, ge=16, description="Tiny model MLP width.")
+    vocab_size: int = Field(512, ge=64, le=65536, description="Size of the locally trained BPE.")
+    max_positions: int = Field(512, ge=64, description="Longest sequence (both attempts together).")
+    cache_dir: str = Field(".cache/models", description="Where built and warm-started models live.")
+
+    @model_validator(mode="after")
+    def _head_dim(self) -> "ModelConfig":
+        if self.hidden_size % self.num_heads or self.hidden_size // self.num_heads < 32:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} / num_heads={self.num_heads} must be a whole "
+                "head_dim of at least 32 (vLLM's CPU attention needs it)"
+            )
+        return self
+
+
+class WarmStartConfig(_Section):
+    """Stage 0: supervised fine-tuning of the tiny model into a base policy."""
+
+    max_steps: int = Field(2000, ge=0, description="Cap on SFT steps.")
+    target_accuracy: float = Field(
+        50.0, gt=0, le=100,
+        description="Stop once greedy attempt-1 accuracy (%) on a training-distribution sample reaches this.",
+    )
+    check_every: int = Field(25, ge=1, description="Steps between accuracy checks.")
+    batch_size: int = Field(64, ge=1, description="Sequences per SFT step (half first turns, half second).")
+    lr: float = Field(3e-3, gt=0, le=1, description="AdamW learning rate (100-step warm-up).")
+    seed: int = Field(0, description="Seeds the tokenizer corpus, initialisation and SFT data.")
+
+
+class TaskConfig(_Section):
+    name: str = Field("sort", description="A registered task (graders.tasks).")
+    params: dict[str, int | float | str] = Field(
+        default_factory=dict, description="Task-specific knobs, e.g. {min_len: 5, max_len: 8}."
+    )
+    eval_size: int = Field(256, ge=1, description="Held-out problems used for evaluation.")
+
+
+class ScoreConfig(_Section):
+    """The SCoRe objective (DESIGN.md) and its optimisation."""
+
+    stage1_steps: int = Field(60, ge=0, description="RL steps of Stage I (attempt 1 pinned by beta2).")
+    stage2_steps: int = Field(60, ge=0, description="RL steps of Stage II (both attempts, shaped reward).")
+    prompts_per_step: int = Field(32, ge=1, description="Problems per step; each gets samples_per_prompt traces.")
+    samples_per_prompt: int = Field(4, ge=2, description="k; RLOO needs at least 2.")
+    lr: float = Field(1e-4, gt=0, le=1, description="Adam learning rate of the policy.")
+    alpha: float = Field(10.0, ge=0, description="Reward-shaping bonus on r2 - r1 (Stage II).")
+    beta1: float = Field(0.01, ge=0, description="KL weight on every attempt.")
+    beta2: float = Field(0.5, ge=0, description="Stage I KL weight on attempt 1.")
+    temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (the learner scores at it too).")
+    max_new_tokens: int = Field(48, ge=1, description="Longest attempt, in tokens.")
+    grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
+
+
+class EvalConfig(_Section):
+    every_steps: int = Field(0, ge=0, description="Evaluate during training every N steps; 0 = end only.")
+    max_new_tokens: int | None = Field(None, ge=1, description="Unset = score.max_new_tokens.")
+
+
+class ClusterConfig(_Section):
+    ray_address: str | None = Field(
+        None, description="Unset: attach to RAY_ADDRESS if set (ray job submit), else start a local Ray."
+    )
+    engine: Literal["transformers", "vllm"] = Field("transformers", description="Rollout generation engine.")
+    weight_sync: Literal["object_store"] = Field("object_store", description="How new weights reach rollout actors.")
+    rollout_actors: int = Field(1, ge=1, description="Rollout actors; a step's problems are split across them.")
+    grader_actors: int = Field(1, ge=1, description="Grader actors in the pool.")
+    learner_workers: int = Field(1, ge=1, description="FSDP2 ranks; the batch's rows are split across them.")
+    rollout_cpus: float = Field(1, ge=0, description="Ray CPUs each rollout actor reserves.")
+    rollout_gpus: float = Field(0, ge=0, description="Ray GPUs each rollout actor reserves.")
+    grader_cpus: float = Field(1, ge=0, description="Ray CPUs each grader actor reserves.")
+    learner_cpus: float = Field(1, ge=0, description="Ray CPUs each learner rank reserves.")
+    learner_gpus: float = Field(0, ge=0, description="Ray GPUs each learner rank reserves (>0 selects NCCL).")
+    torch_threads: int = Field(0, ge=0, description="Threads per rollout/learner process; 0 = the node's cores.")
+    grade_timeout_s: float = Field(120, gt=0, description="Deadline for grading one batch; late grades score 0.")
+    buffer_capacity: int = Field(16, ge=1, description="Trace batches the buffer holds at most.")
+    max_policy_lag: int = Field(0, ge=0, description="Oldest policy version a trained batch may come from (0 = on-policy).")
+
+
+class RunConfig(_Section):
+    name: str = Field("score", description="Run name; the run directory is <output_dir>/<name>-<timestamp>.")
+    output_dir: str = Field("runs", description="Where run directories are created.")
+    seed: int = Field(0, description="Seeds problem sampling, generation and the learner.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    warmstart: WarmStartConfig = Field(default_factory=WarmStartConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the section that `loc` points into."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)
+
+
+def _explain(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(RunConfig, e["loc"]))
+            lines.append(f"  {key}: unknown key (allowed here: {allowed})")
+        else:
+            lines.append(f"  {key}: got {e.get('input')!r}: {e['msg']}")
+    return "invalid run configuration:\n" + "\n".join(lines)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{part}' is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`["score.alpha=5", "task.params.max_len=9"]` -> nested dict; values parse as YAML scalars."""
+    tree: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. score.alpha=5")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw else None)
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults < YAML file < `key=value` overrides. Raises ConfigError with every problem named."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top, got {type(tree).__name__}")
+    tree = _merge(tree, parse_overrides(overrides or []))
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        source = f" (from {path})" if path else ""
+        raise ConfigError(_explain(exc) + source) from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
