@@ -1,0 +1,34 @@
+"""What a task is: problems, the self-correction instruction, and a grader that never raises."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from protos import Grade, Problem
+
+
+class Task(ABC):
+    name: str
+    # The instruction p appended after attempt 1 (DESIGN.md). Rendered once per run by actors.turns.
+    instruction: str
+
+    @abstractmethod
+    def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
+        """n training problems; never one from the held-out split."""
+
+    @abstractmethod
+    def eval_problems(self, n: int) -> list[Problem]:
+        """The first n problems of the fixed held-out split (same every call)."""
+
+    @abstractmethod
+    def grade(self, problem: Problem, completion: str) -> Grade:
+        """Score one attempt. Must return a Grade for any completion, however malformed."""
+
+    def corpus(self, n: int, rng: np.random.Generator) -> list[str]:
+        """Text to train a tokenizer on: prompts, answers and the instruction."""
+        texts = []
+        for p in self.train_problems(n, rng):
+            # Every trace holds the instruction once, so it is weighted as in real sequences.
+            texts += [p.prompt, p.answer, self.instruction]
+        return texts

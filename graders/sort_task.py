@@ -1,0 +1,61 @@
+"""The built-in task: sort a short list of integers.
+
+Why sorting: its mistakes expose themselves. A wrong answer is a list with an element dropped,
+repeated or out of place, and each of those is visible by reading the answer against the question
+(an adjacent pair out of order, a number missing from the list) and fixable by a local edit. So
+reading attempt 1 can help attempt 2, the property self-correction needs (DESIGN.md: on addition
+the base's errors came from a skill that re-reading the attempt does not supply).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graders.base import Task
+from graders.registry import register_task
+from protos import Grade, Problem
+
+_HELD_OUT_SEED = 1_000_003  # fixed: the held-out split never depends on the run's seed
+
+
+@register_task("sort")
+class SortTask(Task):
+    name = "sort"
+    instruction = "\nThere might be an error in the answer above. Check it against the list and correct it.\nanswer:"
+
+    def __init__(self, min_len: int = 5, max_len: int = 8, max_value: int = 99, held_out: int = 2000):
+        if not 2 <= min_len <= max_len:
+            raise ValueError(f"need 2 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
+        if max_value < 1:
+            raise ValueError(f"max_value must be >= 1, got {max_value}")
+        self.min_len, self.max_len, self.max_value = min_len, max_len, max_value
+        self._eval = self._draw(held_out, np.random.default_rng(_HELD_OUT_SEED), exclude=set())
+        self._eval_keys = {p.prompt for p in self._eval}
+
+    def _draw(self, n: int, rng: np.random.Generator, exclude: set[str]) -> list[Problem]:
+        out: list[Problem] = []
+        while len(out) < n:
+            length = int(rng.integers(self.min_len, self.max_len + 1))
+            values = rng.integers(0, self.max_value + 1, size=length).tolist()
+            prompt = "sort: " + " ".join(map(str, values)) + "\nanswer:"
+            if prompt in exclude:
+                continue
+            answer = " " + " ".join(map(str, sorted(values)))
+            out.append(Problem(id=f"sort-{'-'.join(map(str, values))}", prompt=prompt, answer=answer))
+        return out
+
+    def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
+        return self._draw(n, rng, exclude=self._eval_keys)
+
+    def eval_problems(self, n: int) -> list[Problem]:
+        if n > len(self._eval):
+            raise ValueError(f"task.eval_size={n} exceeds the held-out split ({len(self._eval)} problems)")
+        return self._eval[:n]
+
+    def grade(self, problem: Problem, completion: str) -> Grade:
+        expected = problem.answer.split()
+        got = completion.split()
+        if got == expected:
+            return Grade(reward=1.0, status="pass")
+        if not all(tok.isdigit() for tok in got):
+            return Grade(reward=0.0, status="fail", detail="not a list of integers")
+        return Grade(reward=0.0, status="fail", detail=f"{len(got)} numbers, expected {len(expected)}")

@@ -1,0 +1,105 @@
+"""The Stage I and Stage II objectives of SCoRe (DESIGN.md), as losses to minimise.
+
+Policy gradient: REINFORCE with a leave-one-out baseline (RLOO) over the k samples of a prompt,
+discount 0: the tokens of each attempt are credited with that attempt's own (shaped) reward.
+
+    Stage I :  L = -A(r2)·log π(y2)               + β2·KL_1 + β1·KL_2
+    Stage II:  L = -A(r1)·log π(y1) - A(r̂2)·log π(y2) + β1·KL_1 + β1·KL_2,   r̂2 = r2 + α(r2 − r1)
+
+KL estimator. The KL in the objective is the reverse KL(π‖π_ref) of each attempt given its prompt.
+Its gradient on tokens sampled from π is E[(log π − log π_ref)·∇log π], which is exactly the gradient
+of the per-token "k2" loss ½(log π − log π_ref)² (Schulman, "Approximating KL divergence", 2020).
+So the loss uses k2; the KL *value* we report uses k3 = e^{−d} + d − 1 with d = log π − log π_ref,
+the unbiased, non-negative estimator (k2 is only a low-bias approximation of the value). Using k3 as
+the loss instead would give the gradient of the forward KL(π_ref‖π), not the objective's.
+
+Terms are summed over an attempt's tokens and averaged over the traces of the global batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from protos import ATTEMPT1, ATTEMPT2
+
+
+@dataclass(frozen=True)
+class Objective:
+    stage: int  # 1 or 2
+    alpha: float
+    beta1: float
+    beta2: float
+
+    def __post_init__(self):
+        if self.stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+
+
+def rloo(rewards: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Leave-one-out advantage: each reward minus the mean of the *other* samples of its prompt."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    adv = np.zeros_like(rewards)
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        if len(idx) < 2:
+            raise ValueError(f"prompt group {g} has {len(idx)} sample; RLOO needs at least 2")
+        others = (rewards[idx].sum() - rewards[idx]) / (len(idx) - 1)
+        adv[idx] = rewards[idx] - others
+    return adv
+
+
+def advantages(r1: np.ndarray, r2: np.ndarray, groups: np.ndarray, obj: Objective) -> tuple[np.ndarray, np.ndarray]:
+    """Per-trace advantages for attempt 1 and attempt 2 under the stage's rewards."""
+    if obj.stage == 1:
+        return np.zeros_like(r1, dtype=np.float64), rloo(r2, groups)
+    shaped = r2 + obj.alpha * (r2 - r1)
+    return rloo(r1, groups), rloo(shaped, groups)
+
+
+def token_logprobs(model, tokens: torch.Tensor, lengths: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log π(tokens[:, t] | tokens[:, :t]) for t >= 1; column 0 (no context) is 0.
+
+    Logits are divided by the sampling temperature, so the policy scored is the one sampled from.
+    """
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    attention = (positions[None, :] < lengths[:, None]).long()
+    logits = model(input_ids=tokens, attention_mask=attention).logits[:, :-1].float() / temperature
+    picked = torch.gather(logits, -1, tokens[:, 1:, None]).squeeze(-1)
+    logp = picked - torch.logsumexp(logits, dim=-1)
+    return torch.nn.functional.pad(logp, (1, 0))
+
+
+def score_loss(
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    segment: torch.Tensor,
+    adv1: torch.Tensor,
+    adv2: torch.Tensor,
+    obj: Objective,
+    total_traces: int,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The stage's loss for these rows, normalised by `total_traces` of the whole (sharded) batch."""
+    in1 = (segment == ATTEMPT1).float()
+    in2 = (segment == ATTEMPT2).float()
+    diff = logp - ref_logp.detach()
+    k2 = 0.5 * diff.pow(2)
+    sum1 = lambda x: (x * in1).sum(-1)  # noqa: E731
+    sum2 = lambda x: (x * in2).sum(-1)  # noqa: E731
+
+    policy = -(adv1 * sum1(logp) + adv2 * sum2(logp))
+    kl_weight1 = obj.beta2 if obj.stage == 1 else obj.beta1
+    penalty = kl_weight1 * sum1(k2) + obj.beta1 * sum2(k2)
+    loss = (policy + penalty).sum() / total_traces
+
+    with torch.no_grad():
+        d = diff.detach()
+        k3 = torch.expm1(-d) + d
+        stats = {
+            "policy_loss": float(policy.sum()) / total_traces,
+            "kl_penalty": float(penalty.sum()) / total_traces,
+            "kl_t1": float(sum1(k3).sum()) / total_traces,
+            "kl_t2": float(sum2(k3).sum()) / total_traces,
+        }
+    return loss, stats

@@ -1,0 +1,42 @@
+"""The paper's five self-correction metrics, from graded traces. Percentage points throughout."""
+from __future__ import annotations
+
+import numpy as np
+
+from protos import TraceBatch
+
+METRIC_NAMES = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i")
+
+
+def self_correction_metrics(r1: np.ndarray, r2: np.ndarray) -> dict[str, float]:
+    """Acc@t1, Acc@t2, Δ(t1,t2), Δi→c (wrong then right), Δc→i (right then wrong), as % of problems."""
+    c1, c2 = np.asarray(r1) > 0.5, np.asarray(r2) > 0.5
+    if c1.shape != c2.shape or c1.size == 0:
+        raise ValueError(f"need two equal, non-empty reward arrays, got {c1.shape} and {c2.shape}")
+    pct = lambda mask: 100.0 * float(mask.mean())  # noqa: E731
+    return {
+        "acc_t1": pct(c1),
+        "acc_t2": pct(c2),
+        "delta": pct(c2) - pct(c1),
+        "delta_i2c": pct(~c1 & c2),
+        "delta_c2i": pct(c1 & ~c2),
+    }
+
+
+def batch_metrics(batch: TraceBatch) -> dict[str, float]:
+    """The five metrics plus how often attempt 2 repeats attempt 1 (the paper's collapse signal)."""
+    r1, r2 = batch.rewards()
+    out = self_correction_metrics(r1, r2)
+    out["same_answer"] = 100.0 * float(np.mean([m.attempt1.strip() == m.attempt2.strip() for m in batch.meta]))
+    return out
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+    """Rows of metrics side by side, e.g. {"base": {...}, "trained": {...}}."""
+    names = ["Acc@t1", "Acc@t2", "Δ(t1,t2)", "Δi→c", "Δc→i", "same answer"]
+    keys = [*METRIC_NAMES, "same_answer"]
+    width = max(len(r) for r in rows) + 2
+    lines = [" " * width + "".join(f"{n:>12}" for n in names)]
+    for label, m in rows.items():
+        lines.append(f"{label:<{width}}" + "".join(f"{m[k]:>12.1f}" if k in m else f"{'-':>12}" for k in keys))
+    return "\n".join(lines)

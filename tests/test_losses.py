@@ -1,0 +1,124 @@
+"""The SCoRe losses against values worked out by hand, term by term, in plain Python."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from learner.losses import Objective, advantages, rloo, score_loss, token_logprobs
+from protos import ATTEMPT1, ATTEMPT2, CONTEXT
+
+C, A1, A2 = CONTEXT, ATTEMPT1, ATTEMPT2
+
+
+def test_rloo_baseline_excludes_the_samples_own_reward():
+    adv = rloo(np.array([1.0, 0.0, 0.0, 1.0, 1.0, 1.0]), np.array([0, 0, 0, 0, 1, 1]))
+    # group 0: each reward minus the mean of the other three
+    assert adv[:4] == pytest.approx([1 - 1 / 3, 0 - 2 / 3, 0 - 2 / 3, 1 - 1 / 3])
+    # a group whose samples all agree carries no signal
+    assert adv[4:] == pytest.approx([0.0, 0.0])
+
+
+def test_rloo_refuses_a_group_of_one():
+    with pytest.raises(ValueError, match="at least 2"):
+        rloo(np.array([1.0, 0.0]), np.array([0, 1]))
+
+
+def test_stage_one_credits_only_attempt_two_and_stage_two_shapes_it():
+    r1 = np.array([1.0, 0.0, 0.0, 0.0])
+    r2 = np.array([1.0, 1.0, 0.0, 0.0])
+    g = np.zeros(4, dtype=int)
+    a1, a2 = advantages(r1, r2, g, Objective(stage=1, alpha=10, beta1=0.01, beta2=0.1))
+    assert a1 == pytest.approx([0, 0, 0, 0])
+    assert a2 == pytest.approx([1 - 1 / 3, 1 - 1 / 3, -2 / 3, -2 / 3])
+
+    a1, a2 = advantages(r1, r2, g, Objective(stage=2, alpha=10, beta1=0.01, beta2=0.1))
+    shaped = [1 + 10 * 0, 1 + 10 * 1, 0, 0]  # r2 + alpha (r2 - r1): the i->c sample earns the bonus
+    loo = [s - (sum(shaped) - s) / 3 for s in shaped]
+    assert a2 == pytest.approx(loo)
+    assert a1 == pytest.approx([1 - 0, 0 - 1 / 3, -1 / 3, -1 / 3])
+
+
+def _hand_batch():
+    # Two traces. Row 0: ctx ctx y1 y1 ctx y2 pad ; row 1: ctx y1 ctx y2 y2 y2 pad(x1)
+    segment = torch.tensor([[C, C, A1, A1, C, A2, C], [C, A1, C, A2, A2, A2, C]])
+    logp = torch.tensor([[0.0, -9.0, -0.5, -1.0, -7.0, -0.2, -5.0], [0.0, -0.3, -8.0, -0.1, -0.4, -0.9, -6.0]])
+    ref = torch.tensor([[0.0, -1.0, -0.7, -0.6, -2.0, -0.5, -3.0], [0.0, -0.2, -1.0, -0.3, -0.4, -0.6, -2.0]])
+    return segment, logp, ref
+
+
+def _k2(a, b):
+    return 0.5 * (a - b) ** 2
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_score_loss_matches_hand_computation(stage):
+    segment, logp, ref = _hand_batch()
+    obj = Objective(stage=stage, alpha=10, beta1=0.01, beta2=0.25)
+    adv1 = torch.tensor([0.0, 0.0]) if stage == 1 else torch.tensor([0.5, -0.5])
+    adv2 = torch.tensor([1.5, -2.0])
+    loss, stats = score_loss(logp, ref, segment, adv1, adv2, obj, total_traces=2)
+
+    # Row 0: attempt-1 tokens at 2,3; attempt-2 token at 5. Row 1: attempt-1 at 1; attempt-2 at 3,4,5.
+    lp1 = [-0.5 + -1.0, -0.3]
+    lp2 = [-0.2, -0.1 + -0.4 + -0.9]
+    kl1 = [_k2(-0.5, -0.7) + _k2(-1.0, -0.6), _k2(-0.3, -0.2)]
+    kl2 = [_k2(-0.2, -0.5), _k2(-0.1, -0.3) + _k2(-0.4, -0.4) + _k2(-0.9, -0.6)]
+    w1 = 0.25 if stage == 1 else 0.01  # beta2 pins attempt 1 in Stage I only
+    expected = sum(
+        -(float(adv1[i]) * lp1[i] + float(adv2[i]) * lp2[i]) + w1 * kl1[i] + 0.01 * kl2[i] for i in range(2)
+    ) / 2
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+
+    k3 = lambda p, r: math.exp(r - p) - (r - p) - 1  # noqa: E731
+    assert stats["kl_t1"] == pytest.approx((k3(-0.5, -0.7) + k3(-1.0, -0.6) + k3(-0.3, -0.2)) / 2, rel=1e-5)
+
+
+def test_context_and_padding_tokens_never_reach_the_loss():
+    segment, logp, ref = _hand_batch()
+    obj = Objective(stage=2, alpha=10, beta1=0.01, beta2=0.25)
+    adv = torch.tensor([1.0, -1.0])
+    base, _ = score_loss(logp, ref, segment, adv, adv, obj, total_traces=2)
+    noisy = logp.clone()
+    noisy[segment == C] = torch.randn(int((segment == C).sum())) * 50
+    changed, _ = score_loss(noisy, ref, segment, adv, adv, obj, total_traces=2)
+    assert float(changed) == pytest.approx(float(base), rel=1e-6)
+
+
+def test_gradient_raises_the_likelihood_of_advantaged_attempts():
+    segment, logp, ref = _hand_batch()
+    logp = logp.clone().requires_grad_(True)
+    obj = Objective(stage=1, alpha=10, beta1=0.0, beta2=0.0)  # no KL: the sign is the policy gradient's alone
+    loss, _ = score_loss(logp, ref, segment, torch.zeros(2), torch.tensor([1.0, -1.0]), obj, total_traces=2)
+    loss.backward()
+    # Gradient descent moves logp by -grad: up for the positive-advantage attempt 2, down for the negative one.
+    assert (logp.grad[0][segment[0] == A2] < 0).all()
+    assert (logp.grad[1][segment[1] == A2] > 0).all()
+    # Stage I puts no policy gradient on attempt 1.
+    assert (logp.grad[segment == A1] == 0).all()
+
+
+def test_kl_in_stage_one_pins_attempt_one_with_beta2():
+    segment, logp, ref = _hand_batch()
+    logp = logp.clone().requires_grad_(True)
+    obj = Objective(stage=1, alpha=10, beta1=0.01, beta2=0.25)
+    loss, _ = score_loss(logp, ref, segment, torch.zeros(2), torch.zeros(2), obj, total_traces=2)
+    loss.backward()
+    # d/dlogp of beta * 0.5 (logp - ref)^2 / n = beta (logp - ref) / n
+    assert float(logp.grad[0, 2]) == pytest.approx(0.25 * (-0.5 + 0.7) / 2)
+    assert float(logp.grad[0, 5]) == pytest.approx(0.01 * (-0.2 + 0.5) / 2)
+
+
+def test_token_logprobs_match_a_manual_softmax_and_ignore_padding(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    short, long = [5, 9, 14, 3], [7, 8, 9, 10, 11, 12]
+    tokens = torch.tensor([short + [1, 1], long])
+    lengths = torch.tensor([4, 6])
+    with torch.no_grad():
+        got = token_logprobs(model, tokens, lengths, temperature=2.0)
+        alone = torch.log_softmax(model(torch.tensor([short])).logits[0].float() / 2.0, -1)
+    assert got[0, 0] == 0
+    for t in range(1, 4):
+        assert float(got[0, t]) == pytest.approx(float(alone[t - 1, short[t]]), abs=1e-5)

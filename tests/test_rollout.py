@@ -1,0 +1,52 @@
+"""Two-attempt rollouts with the transformers engine on a random tiny model."""
+import numpy as np
+import pytest
+import torch
+
+from actors.engines.base import SamplingParams
+from actors.engines.hf_engine import TransformersEngine
+from actors.rollout import RolloutWorker
+from actors.turns import Turns
+from learner.losses import token_logprobs
+from protos import ATTEMPT1, ATTEMPT2
+
+
+@pytest.fixture(scope="module")
+def worker(tiny_model_dir, sort_task):
+    engine = TransformersEngine.from_pretrained(tiny_model_dir)
+    return RolloutWorker(engine, Turns(engine.tokenizer, sort_task), engine.pad_id)
+
+
+def test_batch_layout_is_prompt_attempt1_instruction_attempt2(worker, sort_task):
+    problems = sort_task.eval_problems(3)
+    batch = worker.rollout(problems, k=2, params=SamplingParams(max_new_tokens=6, temperature=1.0, seed=0))
+    assert len(batch) == 6 and [m.group for m in batch.meta] == [0, 0, 1, 1, 2, 2]
+    instr = worker.turns.instruction_ids
+    for i, m in enumerate(batch.meta):
+        row = batch.tokens[i, : batch.lengths[i]].tolist()
+        seg = batch.segment[i, : batch.lengths[i]]
+        x1 = worker.turns.first(problems[m.group])
+        y1 = [t for t, s in zip(row, seg) if s == ATTEMPT1]
+        y2 = [t for t, s in zip(row, seg) if s == ATTEMPT2]
+        assert row == x1 + y1 + instr + y2  # the second prompt is rendered by Turns.second, token for token
+        assert worker.turns.text(y1) == m.attempt1 and worker.turns.text(y2) == m.attempt2
+        assert 1 <= len(y1) <= 6 and 1 <= len(y2) <= 6
+        lp = batch.sample_logprobs[i, : batch.lengths[i]]
+        assert (lp[seg == 0] == 0).all() and (lp[seg > 0] < 0).all()
+
+
+def test_sampling_logprobs_equal_the_learners_recomputed_logprobs(worker, sort_task):
+    batch = worker.rollout(sort_task.eval_problems(4), k=2, params=SamplingParams(max_new_tokens=8, temperature=0.7, seed=1))
+    with torch.no_grad():
+        lp = token_logprobs(worker.engine.model, torch.from_numpy(batch.tokens), torch.from_numpy(batch.lengths), 0.7)
+    mask = batch.segment > 0
+    assert np.abs(lp.numpy()[mask] - batch.sample_logprobs[mask]).max() < 1e-4
+
+
+def test_greedy_is_deterministic_and_batch_carries_one_version(worker, sort_task):
+    params = SamplingParams(max_new_tokens=6, temperature=0.0)
+    a = worker.rollout(sort_task.eval_problems(5), 1, params)
+    b = worker.rollout(sort_task.eval_problems(5), 1, params)
+    assert (a.tokens == b.tokens).all()
+    worker.engine.update_weights(7, {k: v * 1.01 for k, v in worker.engine.model.state_dict().items()})
+    assert worker.rollout(sort_task.eval_problems(2), 1, params).policy_version == 7

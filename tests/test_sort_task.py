@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from graders.registry import make_task, task_names
+
+
+def test_registry_knows_sort_and_names_the_choices_on_a_typo():
+    assert "sort" in task_names()
+    with pytest.raises(ValueError, match="registered: .*sort"):
+        make_task("sortt")
+    with pytest.raises(ValueError, match="task.params for 'sort'"):
+        make_task("sort", {"lenght": 3})
+
+
+def test_train_and_held_out_splits_are_disjoint_and_the_held_out_split_is_fixed(sort_task):
+    held_out = {p.prompt for p in sort_task.eval_problems(2000)}
+    train = sort_task.train_problems(20000, np.random.default_rng(7))
+    assert not held_out & {p.prompt for p in train}
+    assert [p.id for p in make_task("sort", {}).eval_problems(50)] == [p.id for p in sort_task.eval_problems(50)]
+
+
+def test_grading(sort_task):
+    p = sort_task.train_problems(1, np.random.default_rng(0))[0]
+    numbers = p.answer.split()
+    assert sort_task.grade(p, p.answer).reward == 1.0
+    assert sort_task.grade(p, "  " + " ".join(numbers) + " \n").status == "pass"
+    wrong = " ".join(numbers[:-1])
+    assert sort_task.grade(p, wrong).reward == 0.0
+    for junk in ["", "banana", "1 2 x", "\x00\xff" * 100, "9" * 10000]:
+        g = sort_task.grade(p, junk)
+        assert g.reward == 0.0 and g.status == "fail"
+
+
+def test_problem_shape_follows_params():
+    task = make_task("sort", {"min_len": 3, "max_len": 3, "max_value": 9})
+    for p in task.train_problems(50, np.random.default_rng(1)):
+        values = [int(v) for v in p.prompt.split("\n")[0].split()[1:]]
+        assert len(values) == 3 and max(values) <= 9
+        assert p.answer.split() == [str(v) for v in sorted(values)]
