@@ -1,0 +1,30 @@
+"""The Ray actor around RolloutWorker: builds its engine where it runs, takes weights by reference."""
+from __future__ import annotations
+
+import ray
+
+from actors.engines.base import SamplingParams
+from protos import Problem, TraceBatch
+
+
+@ray.remote
+class RolloutActor:
+    def __init__(self, engine_kind: str, model_dir: str, task_name: str, task_params: dict, threads: int):
+        import torch
+
+        from actors.engines import make_engine
+        from actors.rollout import RolloutWorker
+        from actors.turns import Turns
+        from graders.registry import make_task
+
+        torch.set_num_threads(threads)
+        engine = make_engine(engine_kind, model_dir)
+        self.worker = RolloutWorker(engine, Turns(engine.tokenizer, make_task(task_name, task_params)), engine.tokenizer.pad_token_id)
+
+    def rollout(self, problems: list[Problem], k: int, params: SamplingParams) -> TraceBatch:
+        return self.worker.rollout(problems, k, params)
+
+    def update_weights(self, version: int, state_dict: dict) -> int:
+        # `state_dict` arrives as the resolved ObjectRef the learner put once for every actor
+        self.worker.engine.update_weights(version, state_dict)
+        return version

@@ -1,0 +1,73 @@
+"""A run's directory: resolved config, metrics JSONL, checkpoint, plot, and a summary written last.
+
+`summary.json` exists only for a run that finished; a failed run gets `FAILED` with the reason
+instead, so nothing half-written ever looks complete.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from protos import RunConfig, dump_config
+
+
+class RunDir:
+    def __init__(self, cfg: RunConfig):
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.path = Path(cfg.output_dir) / f"{cfg.name}-{stamp}"
+        suffix = 1
+        while self.path.exists():
+            self.path = Path(cfg.output_dir) / f"{cfg.name}-{stamp}-{suffix}"
+            suffix += 1
+        self.path.mkdir(parents=True)
+        (self.path / "config.yaml").write_text(dump_config(cfg))
+        self.metrics_path = self.path / "metrics.jsonl"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint"
+
+    def log_metrics(self, record: dict) -> None:
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+
+    def finish(self, summary: dict) -> None:
+        tmp = self.path / ".summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.rename(self.path / "summary.json")
+
+    def fail(self, reason: str) -> None:
+        (self.path / "FAILED").write_text(reason + "\n")
+
+
+def plot_training(records: list[dict], out: Path) -> None:
+    """Acc@t1 / Acc@t2 (held-out, greedy) and sampled reward@t1 / @t2 against the training step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [r for r in records if r.get("kind") == "train"]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    fig, (ax_eval, ax_train) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, label in (("acc_t1", "Acc@t1"), ("acc_t2", "Acc@t2")):
+        ax_eval.plot([r["step"] for r in evals], [r[key] for r in evals], marker="o", label=label)
+    ax_eval.set(title="held-out accuracy (greedy)", xlabel="RL step", ylabel="%")
+    for key, label in (("reward_t1", "reward@t1"), ("reward_t2", "reward@t2")):
+        ax_train.plot([r["step"] for r in train], [r[key] for r in train], label=label)
+    ax_train.set(title="training reward (sampled)", xlabel="RL step", ylabel="mean reward")
+    stage2 = next((r["step"] for r in train if r["stage"] == 2), None)
+    for ax in (ax_eval, ax_train):
+        if stage2 is not None:
+            ax.axvline(stage2 - 0.5, color="grey", linestyle=":", label="Stage II starts")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

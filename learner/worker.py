@@ -1,0 +1,136 @@
+"""One rank of the learner: the policy sharded with FSDP2, the frozen reference, the SCoRe update.
+
+Every rank receives the whole graded batch (an ObjectRef resolved by Ray), computes the RLOO
+advantages on it (they need every sample of a prompt), and trains on its own slice of the rows.
+FSDP2 averages gradients over ranks, so each rank's loss is scaled by the world size to make the
+update equal to the single-process one on the full batch.
+"""
+from __future__ import annotations
+
+import datetime
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from learner.losses import Objective, advantages, score_loss, token_logprobs
+from learner.metrics import batch_metrics
+from protos import TraceBatch
+
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=5)
+
+
+class LearnerWorker:
+    def __init__(
+        self,
+        model_dir: str,
+        rank: int,
+        world_size: int,
+        init_method: str,
+        lr: float,
+        grad_clip: float,
+        temperature: float,
+        backend: str = "gloo",
+        seed: int = 0,
+    ):
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+        from transformers import AutoModelForCausalLM
+
+        torch.manual_seed(seed)
+        self.rank, self.world_size = rank, world_size
+        self.grad_clip, self.temperature = grad_clip, temperature
+        if not dist.is_initialized():
+            dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT)
+        device = "cuda" if backend == "nccl" else "cpu"
+        mesh = init_device_mesh(device, (world_size,))
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        for layer in self.model.model.layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(self.model, mesh=mesh)
+        self.reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.reference.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+
+    def my_rows(self, n: int) -> np.ndarray:
+        return np.arange(self.rank, n, self.world_size)
+
+    def train_step(self, batch: TraceBatch, objective: Objective) -> dict[str, float]:
+        started = time.perf_counter()
+        r1, r2 = batch.rewards()
+        adv1, adv2 = advantages(r1, r2, batch.groups(), objective)
+        rows = self.my_rows(len(batch))
+        shard = batch.select(rows)
+        tokens = torch.from_numpy(shard.tokens)
+        lengths = torch.from_numpy(shard.lengths)
+        segment = torch.from_numpy(shard.segment)
+
+        self.model.train()
+        logp = token_logprobs(self.model, tokens, lengths, self.temperature)
+        with torch.no_grad():
+            ref_logp = token_logprobs(self.reference, tokens, lengths, self.temperature)
+        loss, stats = score_loss(
+            logp,
+            ref_logp,
+            segment,
+            torch.from_numpy(adv1[rows]).float(),
+            torch.from_numpy(adv2[rows]).float(),
+            objective,
+            total_traces=len(batch),
+        )
+        (loss * self.world_size).backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+        mask = (segment > 0).numpy()
+        gap = logp.detach().numpy()[mask] - shard.sample_logprobs[mask]
+        local = {
+            **stats,
+            # engine vs learner log-probs of the same sampled tokens: a silent gap is off-policy training
+            "logprob_abs_diff_sum": float(np.abs(gap).sum()),
+            "logprob_kl_sum": float((np.expm1(gap) - gap).sum()),  # k3 of KL(engine || learner)
+            "tokens": float(mask.sum()),
+        }
+        totals = self._sum_over_ranks(local)
+        tokens_total = max(totals.pop("tokens"), 1.0)
+        sampled = batch_metrics(batch)  # the five metrics on this step's samples, in % of traces
+        return {
+            **{f"train_{k}": v for k, v in sampled.items()},
+            "reward_t1": float(r1.mean()),
+            "reward_t2": float(r2.mean()),
+            "rollout_tokens": batch.timings.get("rollout_tokens", 0.0),
+            **{k: v for k, v in totals.items() if not k.endswith("_sum")},
+            "logprob_abs_diff": totals["logprob_abs_diff_sum"] / tokens_total,
+            "logprob_kl": totals["logprob_kl_sum"] / tokens_total,
+            "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
+            "learner_tokens": tokens_total,
+            "learner_s": time.perf_counter() - started,
+        }
+
+    def _sum_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+        dist.all_reduce(t)
+        return dict(zip(keys, t.tolist()))
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The unsharded weights on rank 0 (None elsewhere). Every rank must call it: it is a collective."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return state if self.rank == 0 else None
+
+    def save(self, out_dir: str | Path, state: dict[str, torch.Tensor]) -> None:
+        """Write a Hugging Face directory (rank 0, with the state from full_state_dict)."""
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_config(self.reference.config)
+        model.load_state_dict(state)
+        model.save_pretrained(out_dir)
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()

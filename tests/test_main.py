@@ -1,0 +1,53 @@
+"""`python -m learner.main` end to end on a local Ray, and its handling of bad input."""
+import json
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from e2e import quick_overrides, run_cli
+
+
+@pytest.mark.slow
+def test_full_run_writes_a_complete_run_directory(tmp_path):
+    proc = run_cli(quick_overrides(tmp_path) + ["--set", "cluster.learner_workers=2"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "stage 1 step 2/2" in proc.stdout and "stage 2 step 2/2" in proc.stdout
+    assert "Acc@t1" in proc.stdout and "SCoRe" in proc.stdout
+
+    (run,) = list((tmp_path / "runs").iterdir())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in records] == ["eval", "train", "train", "train", "train", "eval"]
+    assert [r["stage"] for r in records if r["kind"] == "train"] == [1, 1, 2, 2]
+    assert [r["policy_version"] for r in records] == [0, 1, 2, 3, 4, 4]
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["metrics"]) == {"base", "SCoRe"}
+    assert (run / "training.png").stat().st_size > 1000 and (run / "config.yaml").exists()
+
+    # the checkpoint is a Hugging Face directory that loads and generates
+    model = AutoModelForCausalLM.from_pretrained(run / "checkpoint")
+    tokenizer = AutoTokenizer.from_pretrained(run / "checkpoint")
+    ids = tokenizer("sort: 3 1 2\nanswer:", return_tensors="pt")["input_ids"]
+    assert model.generate(ids, max_new_tokens=3, do_sample=False).shape[1] == ids.shape[1] + 3
+
+
+def test_unknown_key_stops_before_anything_is_written(tmp_path):
+    proc = run_cli(["--set", f"output_dir={tmp_path}/runs", "--set", "score.alfa=3"])
+    assert proc.returncode == 2
+    assert "score.alfa: unknown key" in proc.stderr and "alpha" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_model_path_is_named(tmp_path):
+    proc = run_cli(["--set", f"output_dir={tmp_path}/runs", "--set", f"model.path={tmp_path}/nope"])
+    assert proc.returncode == 1 and f"model.path {tmp_path}/nope" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unreachable_cluster_fails_fast_with_the_address(tiny_model_dir, tmp_path):
+    proc = run_cli(
+        ["--set", f"output_dir={tmp_path}/runs", "--set", f"model.path={tiny_model_dir}",
+         "--set", "cluster.ray_address=127.0.0.1:1"],
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "'127.0.0.1:1' does not answer" in proc.stderr
+    assert not (tmp_path / "runs").exists()
