@@ -4,6 +4,7 @@ from __future__ import annotations
 import ray
 
 from actors.engines.base import SamplingParams
+from actors.logs import quiet_transformers
 from protos import Problem, TraceBatch
 
 
@@ -18,6 +19,7 @@ class RolloutActor:
         from graders.registry import make_task
 
         torch.set_num_threads(threads)
+        quiet_transformers()
         engine = make_engine(engine_kind, model_dir)
         self.worker = RolloutWorker(engine, Turns(engine.tokenizer, make_task(task_name, task_params)), engine.tokenizer.pad_token_id)
 

@@ -5,6 +5,7 @@ import socket
 
 import ray
 
+from actors.logs import quiet_transformers
 from learner.losses import Objective
 
 
@@ -27,6 +28,7 @@ class LearnerActor:
         from learner.worker import LearnerWorker
 
         torch.set_num_threads(threads)
+        quiet_transformers()
         self.worker = LearnerWorker(**kwargs)
 
     def train_step(self, batch_refs: list, objective: Objective) -> dict[str, float]:

@@ -81,7 +81,7 @@ class ScoreConfig(_Section):
 
 
 class EvalConfig(_Section):
-    every_steps: int = Field(0, ge=0, description="Evaluate during training every N steps; 0 = end only.")
+    every_steps: int = Field(20, ge=0, description="Evaluate on the held-out split every N steps; 0 = start and end only.")
     max_new_tokens: int | None = Field(None, ge=1, description="Unset = score.max_new_tokens.")
 
 

@@ -76,3 +76,12 @@ def test_readme_config_reference_is_current():
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert reference() in readme, "README's configuration reference is stale: paste `python -m protos.reference`"
+
+
+def test_every_shipped_run_config_validates():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[1] / "cluster" / "configs").glob("*.yaml"))
+    assert configs, "cluster/configs/ holds no run config"
+    for path in configs:
+        load_config(path)
