@@ -12,6 +12,7 @@ from protos import Problem, TraceBatch
 class RolloutActor:
     def __init__(self, engine_kind: str, model_dir: str, task_name: str, task_params: dict, threads: int):
         import torch
+        from transformers import AutoTokenizer
 
         from actors.engines import make_engine
         from actors.rollout import RolloutWorker
@@ -20,8 +21,10 @@ class RolloutActor:
 
         torch.set_num_threads(threads)
         quiet_transformers()
+        # Engines speak token ids; the tokenizer, which renders turns and decodes attempts, is ours.
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
         engine = make_engine(engine_kind, model_dir)
-        self.worker = RolloutWorker(engine, Turns(engine.tokenizer, make_task(task_name, task_params)), engine.tokenizer.pad_token_id)
+        self.worker = RolloutWorker(engine, Turns(tokenizer, make_task(task_name, task_params)), tokenizer.pad_token_id)
 
     def rollout(self, problems: list[Problem], k: int, params: SamplingParams) -> TraceBatch:
         return self.worker.rollout(problems, k, params)
