@@ -50,3 +50,30 @@ def test_greedy_is_deterministic_and_batch_carries_one_version(worker, sort_task
     assert (a.tokens == b.tokens).all()
     worker.engine.update_weights(7, {k: v * 1.01 for k, v in worker.engine.model.state_dict().items()})
     assert worker.rollout(sort_task.eval_problems(2), 1, params).policy_version == 7
+
+
+class UpdatedBetweenAttempts(TransformersEngine):
+    """A real engine whose weights are replaced right after attempt 1, as a racing weight sync would."""
+
+    def generate(self, prompts, params):
+        out = super().generate(prompts, params)
+        self.version += 1
+        return out
+
+
+def test_a_weight_update_during_a_rollout_is_refused(tiny_model_dir, sort_task):
+    engine = UpdatedBetweenAttempts.from_pretrained(tiny_model_dir)
+    racing = RolloutWorker(engine, Turns(engine.tokenizer, sort_task), engine.pad_id)
+    with pytest.raises(RuntimeError, match="policy changed from v0 to v2 during a rollout"):
+        racing.rollout(sort_task.eval_problems(2), 1, SamplingParams(max_new_tokens=4, temperature=0.0))
+
+
+def test_batches_of_different_policy_versions_never_merge(worker, sort_task):
+    from protos import TraceBatch
+
+    params = SamplingParams(max_new_tokens=4, temperature=0.0)
+    old = worker.rollout(sort_task.eval_problems(2), 1, params)
+    worker.engine.update_weights(old.policy_version + 1, worker.engine.model.state_dict())
+    new = worker.rollout(sort_task.eval_problems(2), 1, params)
+    with pytest.raises(ValueError, match="cannot mix policy versions"):
+        TraceBatch.concat([old, new])

@@ -1,0 +1,170 @@
+"""Rollout engines compared: vLLM against the transformers fallback, same weights, same process.
+
+Three tables, no pass/fail:
+  1. sampling throughput, 64 prompts x 64 new tokens, on the default tiny model and a ~40M one,
+     for each engine in float32 (what the learner computes in) and bfloat16, vLLM also compiled;
+  2. attempt 2 of SCoRe (prompt = attempt-1 prompt + attempt 1 + instruction) with vLLM's
+     prefix cache on and off;
+  3. the time to load a new state dict in place, against its size.
+
+    python benchmarks/bench_engines.py [--sizes tiny,40M] [--repeats 3] [key=value ...]
+
+Trailing key=value pairs go to every VLLMEngine (e.g. max_num_seqs=64 block_size=32), so knobs
+can be tried without editing anything. The machine's other load shows up in the numbers: on a
+shared 2-core box, run it alone and compare columns of one run, not runs.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import gc
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from actors.engines.base import SamplingParams  # noqa: E402
+from actors.engines.hf_engine import TransformersEngine  # noqa: E402
+from actors.engines.vllm_engine import VLLMEngine  # noqa: E402
+from graders.registry import make_task  # noqa: E402
+from learner.tiny_model import build_untrained  # noqa: E402
+from protos.config import ModelConfig  # noqa: E402
+
+SIZES = {
+    "tiny": ModelConfig(),
+    "40M": ModelConfig(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=2048),
+}
+VLLM_VARIANTS = {
+    "vllm_fp32": {},
+    "vllm_fp32_compiled": {"enforce_eager": False},
+    "vllm_bf16": {"dtype": "bfloat16"},
+}
+NUM_PROMPTS, PROMPT_LEN, NEW_TOKENS = 64, 32, 64
+SAMPLING = SamplingParams(max_new_tokens=NEW_TOKENS, temperature=1.0, seed=0)
+# attempt 2: 16 problems x k=4 samples; a problem longer than the CPU build's 128-token KV block,
+# since only whole blocks are cached
+PROBLEMS, K, PROBLEM_LEN, INSTRUCTION_LEN = 16, 4, 256, 24
+
+
+def best_seconds(repeats: int, fn) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def tokens_per_second(engine, prompts, repeats: int) -> float:
+    # the seed makes every call sample the same tokens; the first call is also the warm-up
+    tokens = sum(len(g.token_ids) for g in engine.generate(prompts, SAMPLING))
+    return tokens / best_seconds(repeats, lambda: engine.generate(prompts, SAMPLING))
+
+
+def second_attempt_seconds(engine, vocab: int, repeats: int) -> float:
+    """Attempt 1 then attempt 2 as the rollout does them; times attempt 2 only."""
+    rng = np.random.default_rng(1)
+    problems = [rng.integers(2, vocab, PROBLEM_LEN).tolist() for _ in range(PROBLEMS)]
+    instruction = rng.integers(2, vocab, INSTRUCTION_LEN).tolist()
+
+    def attempt2_after_attempt1():
+        first_prompts = [p for p in problems for _ in range(K)]
+        first = engine.generate(first_prompts, SAMPLING)
+        second_prompts = [x1 + y1.token_ids + instruction for x1, y1 in zip(first_prompts, first)]
+        started = time.perf_counter()
+        engine.generate(second_prompts, SAMPLING)
+        return time.perf_counter() - started
+
+    return min(attempt2_after_attempt1() for _ in range(repeats))
+
+
+def bench_size(name: str, cfg: ModelConfig, workdir: Path, repeats: int, vllm_kwargs: dict) -> dict:
+    model_dir = build_untrained(cfg, make_task("sort", {}), workdir / name)
+    hf = TransformersEngine.from_pretrained(model_dir)
+    state_dict = {k: v.clone() for k, v in hf.model.state_dict().items()}
+    vocab = hf.model.config.vocab_size
+    prompts = np.random.default_rng(0).integers(2, vocab, (NUM_PROMPTS, PROMPT_LEN)).tolist()
+    row = {
+        "model": name,
+        "params_M": sum(p.numel() for p in hf.model.parameters()) / 1e6,
+        "state_MB": sum(t.numel() * t.element_size() for t in state_dict.values()) / 1e6,
+        "hf_fp32": tokens_per_second(hf, prompts, repeats),
+        "hf_update_s": best_seconds(repeats, lambda: hf.update_weights(1, state_dict)),
+    }
+    hf.model.to(torch.bfloat16)
+    row["hf_bf16"] = tokens_per_second(hf, prompts, repeats)
+    del hf
+
+    def with_engine(measure, **kwargs):
+        engine = VLLMEngine(model_dir, **{**vllm_kwargs, **kwargs})
+        try:
+            return measure(engine)
+        finally:
+            del engine
+            gc.collect()
+
+    for variant, kwargs in VLLM_VARIANTS.items():
+        row[variant] = with_engine(lambda e: tokens_per_second(e, prompts, repeats), **kwargs)
+    row["vllm_update_s"] = with_engine(lambda e: best_seconds(repeats, lambda: e.update_weights(1, state_dict)))
+    for caching in ("on", "off"):
+        row[f"cache_{caching}_s"] = with_engine(
+            lambda e: second_attempt_seconds(e, vocab, repeats), enable_prefix_caching=caching == "on"
+        )
+    return row
+
+
+def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
+    print(f"\n{title}")
+    print("  ".join(f"{header:>14}" for header, _, _ in columns))
+    for row in rows:
+        print("  ".join(f"{row[key]:>14{fmt}}" for _, key, fmt in columns))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default=",".join(SIZES))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("vllm_kwargs", nargs="*", help="key=value passed to VLLMEngine")
+    args = parser.parse_args()
+    vllm_kwargs = {key: ast.literal_eval(value) for key, value in (kv.split("=", 1) for kv in args.vllm_kwargs)}
+
+    print(f"torch threads {torch.get_num_threads()}, extra VLLMEngine kwargs: {vllm_kwargs or 'none'}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.sizes.split(","):
+            rows.append(bench_size(name, SIZES[name], Path(tmp), args.repeats, vllm_kwargs))
+    for row in rows:
+        row["ratio_fp32"] = row["vllm_fp32"] / row["hf_fp32"]
+        row["ratio_bf16"] = row["vllm_bf16"] / row["hf_bf16"]
+        row["cache_speedup"] = row["cache_off_s"] / row["cache_on_s"]
+
+    print_table(
+        f"Sampling throughput, tokens/s: {NUM_PROMPTS} prompts x {PROMPT_LEN} tokens, {NEW_TOKENS} new, T=1",
+        rows,
+        [("model", "model", "s"), ("params (M)", "params_M", ".1f"),
+         ("HF fp32", "hf_fp32", ".0f"), ("vLLM fp32", "vllm_fp32", ".0f"), ("vLLM/HF fp32", "ratio_fp32", ".2f"),
+         ("vLLM fp32 comp", "vllm_fp32_compiled", ".0f"),
+         ("HF bf16", "hf_bf16", ".0f"), ("vLLM bf16", "vllm_bf16", ".0f"), ("vLLM/HF bf16", "ratio_bf16", ".2f")],
+    )
+    print_table(
+        f"vLLM attempt 2, seconds: {PROBLEMS} problems x k={K}, prompt = {PROBLEM_LEN}-token problem + "
+        f"attempt 1 + {INSTRUCTION_LEN}-token instruction, {NEW_TOKENS} new tokens",
+        rows,
+        [("model", "model", "s"), ("cache off", "cache_off_s", ".2f"), ("cache on", "cache_on_s", ".2f"),
+         ("speed-up", "cache_speedup", ".2f")],
+    )
+    print_table(
+        "Weight update in place, seconds",
+        rows,
+        [("model", "model", "s"), ("state dict MB", "state_MB", ".1f"), ("HF", "hf_update_s", ".3f"),
+         ("vLLM", "vllm_update_s", ".3f")],
+    )
+
+
+if __name__ == "__main__":
+    main()
