@@ -9,6 +9,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from learner import telemetry
+
 
 @dataclass
 class _Entry:
@@ -32,17 +34,20 @@ class TraceBuffer:
             self.refused_full += 1
             return False
         self._entries.append(_Entry(refs[0], version, traces))
+        telemetry.record_buffer(len(self._entries))
         return True
 
     def take(self, current_version: int, max_batches: int) -> list:
         """Up to `max_batches` refs no older than the allowed lag; older ones are dropped, oldest first."""
-        out = []
+        out, lags = [], []
         while self._entries and len(out) < max_batches:
             entry = self._entries.popleft()
             if current_version - entry.version > self.max_policy_lag:
                 self.dropped_stale += 1
                 continue
             out.append(entry.ref)
+            lags.append(current_version - entry.version)
+        telemetry.record_buffer(len(self._entries), max(lags, default=None))
         return out
 
     def stats(self) -> dict[str, float]:

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import ray
 
 from graders.registry import make_task
+from learner import telemetry
 from protos import Grade, Problem
 
 
@@ -34,7 +35,8 @@ class GraderWorker:
 
     def _grade(self, problem: Problem, completion: str) -> Grade:
         try:
-            return self.task.grade(problem, completion)
+            with telemetry.grade_timer():
+                return self.task.grade(problem, completion)
         except Exception as exc:  # a grader bug must cost one grade, not the batch
             return Grade(reward=0.0, status="error", detail=f"grader raised {type(exc).__name__}: {exc}")
 
@@ -44,11 +46,11 @@ GraderActor = ray.remote(GraderWorker)
 
 class GraderPool:
     def __init__(self, task_name: str, params: dict | None = None, num_actors: int = 2, threads_per_actor: int = 1,
-                 batch_timeout_s: float = 300.0, num_cpus_per_actor: float = 1.0):
+                 batch_timeout_s: float = 300.0, num_cpus_per_actor: float = 1.0, resources: dict | None = None):
         if num_actors < 1:
             raise ValueError(f"num_actors must be >= 1, got {num_actors}")
         self.batch_timeout_s = batch_timeout_s
-        options = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": num_cpus_per_actor}
+        options = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": num_cpus_per_actor, "resources": resources or {}}
         self._new_actor = lambda: GraderActor.options(**options).remote(task_name, params, threads_per_actor)
         self.actors = [self._new_actor() for _ in range(num_actors)]
         self._await_ready(range(num_actors))
@@ -69,6 +71,7 @@ class GraderPool:
         grades: list[Grade] = []
         for i, n, ref in calls:
             grades += self._collect(i, n, ref) if ref in finished else self._give_up(i, n)
+        telemetry.count_grades([g.status for g in grades])  # here, so timeouts and dead actors count too
         return grades
 
     def shutdown(self) -> None:
