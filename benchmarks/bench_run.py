@@ -49,7 +49,7 @@ def main() -> None:
         f"output_dir={out}", *args.overrides,
     ])
     run(cfg)
-    (run_dir,) = Path(out).iterdir()
+    (run_dir,) = [d for d in Path(out).iterdir() if (d / "summary.json").exists()]  # not the registry's .redis/
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train"]
     steady = [r for r in train if r["step"] not in (1, args.steps + 1)]

@@ -1,0 +1,171 @@
+"""The run registry in Redis: one hash per run (config and its hash, status, stage, step, policy
+version, last checkpoint, a metrics summary) and a sorted set of run ids by start time.
+
+Training never waits on Redis. A RunEntry keeps its run's whole state in memory and writes all of it
+on each change, so a failed write (Redis restarting, the network gone) is repeated, with back-off,
+by the next change, and a Redis that came back empty gets the complete state again. The final state
+is waited for, up to a deadline; the run directory holds everything regardless.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import redis
+
+from learner.redis_server import EmbeddedRedis, RedisUnavailable
+from protos import RunConfig, dump_config
+
+INDEX = "score:runs"
+TRAIN_SUMMARY = ("reward_t1", "reward_t2", "kl_t1", "kl_t2", "step_s")
+EVAL_SUMMARY = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "same_answer")
+
+
+def run_key(run_id: str) -> str:
+    return f"score:run:{run_id}"
+
+
+def embedded_dir(output_dir: str | Path) -> Path:
+    """Where the embedded server keeps the registry of runs under `output_dir`."""
+    return Path(output_dir) / ".redis"
+
+
+def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
+    """A client for `url` that has answered a PING; RedisUnavailable naming the URL otherwise."""
+    try:
+        client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True
+        )
+        client.ping()
+    except (redis.RedisError, ValueError) as exc:
+        raise RedisUnavailable(
+            f"the run registry's Redis at {url!r} does not answer ({type(exc).__name__}: {exc}). Start Redis "
+            "there, fix cluster.redis_url, or unset it to use a local redis-server"
+        ) from None
+    return client
+
+
+class RunRegistry:
+    """The registry a run writes to: the configured Redis, or the embedded server under output_dir."""
+
+    def __init__(self, cfg: RunConfig):
+        self.server = None if cfg.cluster.redis_url else EmbeddedRedis(embedded_dir(cfg.output_dir))
+        self.url = cfg.cluster.redis_url or self.server.start()
+        try:
+            self.client = connect(self.url)
+        except RedisUnavailable:
+            self.close()
+            raise
+
+    def open_run(self, run_id: str, cfg: RunConfig, run_dir: Path, log: Callable[[str], None]) -> "RunEntry":
+        return RunEntry(self.client, self.url, run_id, cfg, run_dir, log)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+class RunEntry:
+    """One run's record. Every method returns at once; writes that fail are retried later."""
+
+    def __init__(self, client: redis.Redis, url: str, run_id: str, cfg: RunConfig, run_dir: Path,
+                 log: Callable[[str], None], max_backoff_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.client, self.url, self.log, self.clock = client, url, log, clock
+        self.max_backoff_s = max_backoff_s
+        config = dump_config(cfg)
+        self.state: dict[str, str | int] = {
+            "run_id": run_id, "name": cfg.name, "status": "running", "stage": "", "step": 0,
+            "policy_version": 0, "checkpoint": "", "run_dir": str(Path(run_dir).resolve()),
+            "config": config, "config_hash": hashlib.sha256(config.encode()).hexdigest()[:16],
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "updated": "", "error": "",
+        }
+        self.started_at = time.time()
+        self.metrics: dict[str, dict[str, float]] = {}
+        self._failed_since: float | None = None
+        self._backoff_s = 0.0
+        self._next_try = 0.0
+        self._write()
+
+    def record(self, record: dict) -> None:
+        """Take a metrics record (the run directory's metrics.jsonl line) into the summary."""
+        kind = record.get("kind")
+        keys = TRAIN_SUMMARY if kind == "train" else EVAL_SUMMARY if kind == "eval" else ()
+        if not keys:
+            return
+        self.metrics[kind] = {k: record[k] for k in keys if k in record}
+        self.state["step"] = record.get("step", self.state["step"])
+        self.state["policy_version"] = record.get("policy_version", self.state["policy_version"])
+        if kind == "train":
+            self.state["stage"] = record["stage"]
+        self._write()
+
+    def finish(self, checkpoint: str, wait_s: float = 30.0) -> bool:
+        self.state.update(status="finished", checkpoint=checkpoint)
+        return self._write_final(wait_s)
+
+    def fail(self, reason: str, wait_s: float = 30.0) -> bool:
+        self.state.update(status="failed", error=reason.strip().splitlines()[0][:500] if reason.strip() else "")
+        return self._write_final(wait_s)
+
+    def _write(self) -> bool:
+        """Write the whole state now unless a recent failure's back-off has not run out. True if written."""
+        if self.clock() < self._next_try:
+            return False
+        self.state["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        fields = {**self.state, "metrics": json.dumps(self.metrics)}
+        try:
+            with self.client.pipeline() as pipe:  # MULTI/EXEC: a reader never sees half a state
+                pipe.hset(run_key(str(self.state["run_id"])), mapping=fields)
+                pipe.zadd(INDEX, {str(self.state["run_id"]): self.started_at})
+                pipe.execute()
+        except redis.RedisError as exc:
+            if self._failed_since is None:
+                self._failed_since = self.clock()
+                self.log(f"registry: Redis at {self.url} failed ({type(exc).__name__}: {exc}); training goes on, "
+                         "and the run's state is written when it answers again")
+            self._backoff_s = min(max(2 * self._backoff_s, 0.5), self.max_backoff_s)
+            self._next_try = self.clock() + self._backoff_s
+            return False
+        if self._failed_since is not None:
+            self.log(f"registry: Redis at {self.url} answers again after {self.clock() - self._failed_since:.0f}s; "
+                     "run state written")
+        self._failed_since, self._backoff_s, self._next_try = None, 0.0, 0.0
+        return True
+
+    def _write_final(self, wait_s: float) -> bool:
+        deadline = self.clock() + wait_s
+        self._next_try = 0.0
+        while not self._write():
+            if self.clock() >= deadline:
+                self.log(f"registry: the final state of {self.state['run_id']} could not be written to {self.url} "
+                         f"within {wait_s:g}s; the run directory {self.state['run_dir']} has everything")
+                return False
+            time.sleep(max(0.0, min(self._next_try, deadline) - self.clock()))
+            self._next_try = min(self._next_try, deadline)
+        return True
+
+
+def list_runs(client: redis.Redis) -> list[dict]:
+    """Every registered run, newest first."""
+    ids = client.zrevrange(INDEX, 0, -1)
+    with client.pipeline(transaction=False) as pipe:
+        for run_id in ids:
+            pipe.hgetall(run_key(run_id))
+        rows = pipe.execute()
+    return [_decode(row) for row in rows if row]
+
+
+def get_run(client: redis.Redis, run_id: str) -> dict | None:
+    row = client.hgetall(run_key(run_id))
+    return _decode(row) if row else None
+
+
+def _decode(row: dict[str, str]) -> dict:
+    out: dict = dict(row)
+    for key in ("step", "policy_version"):
+        out[key] = int(row.get(key) or 0)
+    out["metrics"] = json.loads(row.get("metrics") or "{}")
+    return out

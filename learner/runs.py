@@ -1,0 +1,89 @@
+"""List and show the runs in the registry: `python -m learner.runs [list | show RUN_ID]`.
+
+Reads the Redis at --redis-url, or else the embedded registry of --output-dir (default `runs`),
+starting its redis-server on the saved data for as long as it reads if no run has it up.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from learner.redis_server import EmbeddedRedis, RedisUnavailable
+from learner.registry import connect, embedded_dir, get_run, list_runs
+
+COLUMNS = ("run", "status", "stage", "step", "version", "Acc@t1", "Acc@t2", "Δ", "updated")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m learner.runs", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--redis-url", help="the registry's Redis (a run's cluster.redis_url)")
+    source.add_argument("--output-dir", default="runs",
+                        help="read the embedded registry that runs with this output_dir wrote (default: runs)")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("list", help="one line per run, newest first (the default)")
+    show = commands.add_parser("show", help="everything the registry holds about one run")
+    show.add_argument("run_id")
+    return parser.parse_args(argv)
+
+
+def table(runs: list[dict]) -> str:
+    rows = [COLUMNS]
+    for r in runs:
+        ev = r["metrics"].get("eval", {})
+        rows.append((
+            r["run_id"], r["status"], str(r["stage"] or "-"), str(r["step"]), str(r["policy_version"]),
+            _pct(ev.get("acc_t1")), _pct(ev.get("acc_t2")), _pct(ev.get("delta"), signed=True), r["updated"],
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def details(run: dict) -> str:
+    lines = [f"{key:15} {run[key]}" for key in (
+        "run_id", "status", "stage", "step", "policy_version", "checkpoint", "run_dir",
+        "started", "updated", "config_hash", "error",
+    ) if run.get(key) not in ("", None)]
+    for kind, values in run["metrics"].items():
+        lines.append(f"{'last ' + kind:15} " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
+    lines += ["config:", *("  " + line for line in run["config"].splitlines())]
+    return "\n".join(lines)
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    return "-" if value is None else f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def _answer(client, args: argparse.Namespace, where: str) -> int:
+    if args.command == "show":
+        run = get_run(client, args.run_id)
+        if run is None:
+            print(f"error: no run {args.run_id!r} in {where}; `python -m learner.runs list` shows the ids",
+                  file=sys.stderr)
+            return 1
+        print(details(run))
+        return 0
+    runs = list_runs(client)
+    print(table(runs) if runs else f"no runs in {where}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.redis_url:
+            return _answer(connect(args.redis_url), args, args.redis_url)
+        data = embedded_dir(args.output_dir)
+        if not data.is_dir():
+            print(f"error: no run registry in {data}: no run with output_dir {args.output_dir!r} used the embedded "
+                  "Redis; pass the runs' --output-dir, or --redis-url for runs with cluster.redis_url", file=sys.stderr)
+            return 1
+        with EmbeddedRedis(data) as server:
+            return _answer(connect(server.url), args, f"the registry in {data}")
+    except RedisUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
