@@ -5,6 +5,7 @@ import ray
 
 from actors.engines.base import SamplingParams
 from actors.logs import quiet_transformers
+from learner import telemetry
 from protos import Problem, TraceBatch
 
 
@@ -27,7 +28,17 @@ class RolloutActor:
         self.worker = RolloutWorker(engine, Turns(tokenizer, make_task(task_name, task_params)), tokenizer.pad_token_id)
 
     def rollout(self, problems: list[Problem], k: int, params: SamplingParams) -> TraceBatch:
-        return self.worker.rollout(problems, k, params)
+        batch = self.worker.rollout(problems, k, params)
+        telemetry.record_rollout(batch.timings)
+        return batch
+
+    def join_weight_group(self, host: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float) -> None:
+        from actors.engines.nccl_sync import WeightBroadcastGroup
+
+        self.weight_group = WeightBroadcastGroup(host, port, rank, world_size, backend, timeout_s)
+
+    def receive_weights(self) -> int:
+        return self.weight_group.receive_into(self.worker.engine)
 
     def update_weights(self, version: int, state_dict: dict) -> int:
         # `state_dict` arrives as the resolved ObjectRef the learner put once for every actor

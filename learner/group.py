@@ -39,6 +39,19 @@ class LearnerActor:
     def full_state_dict(self):
         return self.worker.full_state_dict()
 
+    def weight_group_address(self) -> tuple[str, int]:
+        return ray.util.get_node_ip_address(), _free_port()
+
+    def join_weight_group(self, host: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float) -> None:
+        from actors.engines.nccl_sync import WeightBroadcastGroup
+
+        self.weight_group = WeightBroadcastGroup(host, port, rank, world_size, backend, timeout_s)
+
+    def send_weights(self, version: int) -> None:
+        state = self.worker.full_state_dict()  # a collective over the learner ranks
+        if state is not None:
+            self.weight_group.send(version, state)
+
     def save(self, out_dir: str) -> None:
         state = self.worker.full_state_dict()
         if state is not None:
@@ -49,8 +62,9 @@ class LearnerActor:
 
 
 class LearnerGroup:
-    def __init__(self, model_dir: str, world_size: int, cpus: float, gpus: float, threads: int, **worker_kwargs):
-        options = {"num_cpus": cpus, "num_gpus": gpus}
+    def __init__(self, model_dir: str, world_size: int, cpus: float, gpus: float, threads: int,
+                 resources: dict | None = None, **worker_kwargs):
+        options = {"num_cpus": cpus, "num_gpus": gpus, "resources": resources or {}}
         self.actors = [LearnerActor.options(**options).remote() for _ in range(world_size)]
         init_method = ray.get(self.actors[0].rendezvous.remote())  # rank 0's node hosts the store
         backend = "nccl" if gpus > 0 else "gloo"

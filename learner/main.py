@@ -54,6 +54,20 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+def check_port_free(port: int) -> None:
+    """On a busy metrics port, ray.init fails after ~30 s with "the current node timed out during
+    startup" (Ray 2.60, measured); name the port instead, before starting anything."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("", port))
+        except OSError as exc:
+            raise StartupError(
+                f"cluster.metrics_export_port={port} is not free ({exc}); pick another or leave it unset"
+            ) from None
+
+
 def connect_ray(cfg: RunConfig) -> bool:
     """Attach to the configured or ambient cluster, else start a local one. True if we started it."""
     import ray
@@ -70,11 +84,46 @@ def connect_ray(cfg: RunConfig) -> bool:
                 "with token authentication, that RAY_AUTH_TOKEN or the token file is available."
             ) from None
         return False
+    from learner.placement import local_resources
+
     c = cfg.cluster
+    resources = local_resources(c)  # one machine plays every node group; refuses `auto` counts
     wanted = c.rollout_actors * c.rollout_cpus + c.grader_actors * c.grader_cpus + c.learner_workers * c.learner_cpus
     # Locally, stages run one after another, so actors may share cores: offer enough logical CPUs.
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(wanted + 0.999)), include_dashboard=False, log_to_driver=True)
+    if c.metrics_export_port:
+        check_port_free(c.metrics_export_port)
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, int(wanted + 0.999)), resources=resources,
+        include_dashboard=False, log_to_driver=True,
+        _metrics_export_port=c.metrics_export_port,  # ray.init's only way to fix it (`ray start` has a flag)
+    )
     return True
+
+
+def size_cluster(cfg: RunConfig) -> RunConfig:
+    """Turn `auto` counts into numbers from the live nodes, and warn about groups no node can host yet."""
+    import ray
+
+    from learner.placement import missing_resources, resolve_counts
+
+    cluster = resolve_counts(cfg.cluster, [n["Resources"] for n in ray.nodes() if n["Alive"]])
+    for group, names in missing_resources(cluster, ray.cluster_resources()).items():
+        log(f"warning: no live node offers {names} for the {group} actors; they wait until one joins (autoscaler)")
+    log(f"actors: {cluster.rollout_actors} rollout, {cluster.grader_actors} grader, {cluster.learner_workers} learner")
+    return cfg.model_copy(update={"cluster": cluster})
+
+
+def open_registry(cfg: RunConfig):
+    """The run registry: cluster.redis_url, which must answer, or a local redis-server under output_dir."""
+    from learner.redis_server import RedisUnavailable
+    from learner.registry import RunRegistry
+
+    try:
+        registry = RunRegistry(cfg)
+    except RedisUnavailable as exc:
+        raise StartupError(str(exc)) from None
+    log(f"run registry: {registry.url} (python -m learner.runs list)")
+    return registry
 
 
 def build(cfg: RunConfig, task, base_dir: str):
@@ -85,32 +134,35 @@ def build(cfg: RunConfig, task, base_dir: str):
     from graders.pool import GraderPool
     from learner.controller import Handles
     from learner.group import LearnerGroup
+    from learner.placement import ray_options
     from learner.weight_sync import make_weight_sync
 
     c = cfg.cluster
     threads = c.torch_threads or os.cpu_count() or 1
     rollout = [
-        RolloutActor.options(num_cpus=c.rollout_cpus, num_gpus=c.rollout_gpus).remote(
+        RolloutActor.options(**ray_options(c, "rollout")).remote(
             c.engine, base_dir, cfg.task.name, cfg.task.params, threads
         )
         for _ in range(c.rollout_actors)
     ]
     graders = GraderPool(
         cfg.task.name, cfg.task.params, num_actors=c.grader_actors,
-        batch_timeout_s=c.grade_timeout_s, num_cpus_per_actor=c.grader_cpus,
+        batch_timeout_s=c.grade_timeout_s, num_cpus_per_actor=c.grader_cpus, resources=c.grader_resources,
     )
     learners = LearnerGroup(
         base_dir, c.learner_workers, cpus=c.learner_cpus, gpus=c.learner_gpus, threads=threads,
+        resources=c.learner_resources,
         lr=cfg.score.lr, grad_clip=cfg.score.grad_clip, temperature=cfg.score.temperature, seed=cfg.seed,
     )
     buffer = ray.remote(TraceBuffer).options(num_cpus=0).remote(c.buffer_capacity, c.max_policy_lag)
-    return Handles(rollout, graders, learners, buffer, make_weight_sync(c.weight_sync))
+    return Handles(rollout, graders, learners, buffer, make_weight_sync(c, learners, rollout))
 
 
 def run(cfg: RunConfig) -> dict[str, dict[str, float]]:
     import ray
 
     from graders.registry import make_task
+    from learner import telemetry
     from learner.controller import Controller
     from learner.metrics import format_table
     from learner.run_dir import RunDir, plot_training
@@ -119,11 +171,20 @@ def run(cfg: RunConfig) -> dict[str, dict[str, float]]:
     task = make_task(cfg.task.name, cfg.task.params)
     base_dir = str(ensure_base_model(cfg, task, log))
     started_ray = connect_ray(cfg)
+    log(f"Prometheus metrics (ray_score_*): {' '.join(telemetry.metrics_endpoints())}")
+    cfg = size_cluster(cfg)
+    registry = open_registry(cfg)
     run_dir = RunDir(cfg)
     log(f"run directory: {run_dir.path}")
+    entry = registry.open_run(run_dir.path.name, cfg, run_dir.path, log)
+
+    def on_record(record: dict) -> None:
+        run_dir.log_metrics(record)
+        entry.record(record)
+
     try:
         handles = build(cfg, task, base_dir)
-        controller = Controller(cfg, task, handles, run_dir.log_metrics, log)
+        controller = Controller(cfg, task, handles, on_record, log)
         started = time.perf_counter()
         log(f"evaluating the base model on {cfg.task.eval_size} held-out problems (greedy)")
         rows = {"base": controller.evaluate(step=0)}
@@ -141,10 +202,14 @@ def run(cfg: RunConfig) -> dict[str, dict[str, float]]:
             "metrics": rows, "steps": total_steps, "wall_s": time.perf_counter() - started,
             "base_model": base_dir, "checkpoint": str(run_dir.checkpoint),
         })
+        entry.finish(str(run_dir.checkpoint))
     except BaseException as exc:
-        run_dir.fail(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        run_dir.fail(reason)
+        entry.fail(reason)
         raise
     finally:
+        registry.close()
         if started_ray:
             ray.shutdown()
     print("\nheld-out split, greedy, % of problems:\n" + format_table(rows), flush=True)

@@ -6,10 +6,10 @@ the keys allowed there, never a silently ignored setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -67,11 +67,17 @@ class TaskConfig(_Section):
 class ScoreConfig(_Section):
     """The SCoRe objective (DESIGN.md) and its optimisation."""
 
+    method: Literal["score", "single_turn", "pair_sft"] = Field(
+        "score",
+        description="score: Stage I then Stage II; single_turn: RL on attempt 1 only; pair_sft: "
+        "fine-tune on own (wrong, right) attempt pairs. Baselines train stage1_steps + stage2_steps steps.",
+    )
     stage1_steps: int = Field(60, ge=0, description="RL steps of Stage I (attempt 1 pinned by beta2).")
     stage2_steps: int = Field(60, ge=0, description="RL steps of Stage II (both attempts, shaped reward).")
     prompts_per_step: int = Field(32, ge=1, description="Problems per step; each gets samples_per_prompt traces.")
     samples_per_prompt: int = Field(4, ge=2, description="k; RLOO needs at least 2.")
     lr: float = Field(1e-4, gt=0, le=1, description="Adam learning rate of the policy.")
+    stage2_lr: float | None = Field(None, gt=0, le=1, description="Stage II learning rate; unset = score.lr.")
     alpha: float = Field(10.0, ge=0, description="Reward-shaping bonus on r2 - r1 (Stage II).")
     beta1: float = Field(0.01, ge=0, description="KL weight on every attempt.")
     beta2: float = Field(0.5, ge=0, description="Stage I KL weight on attempt 1.")
@@ -85,24 +91,77 @@ class EvalConfig(_Section):
     max_new_tokens: int | None = Field(None, ge=1, description="Unset = score.max_new_tokens.")
 
 
+def _count(value: Any) -> int | str:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError("an actor count is a whole number >= 1 or 'auto'")
+
+
+# An actor count: a number, or `auto` = as many as the nodes offering that group's resources hold.
+Count = Annotated[int | Literal["auto"], PlainValidator(_count)]
+
+
 class ClusterConfig(_Section):
     ray_address: str | None = Field(
         None, description="Unset: attach to RAY_ADDRESS if set (ray job submit), else start a local Ray."
     )
-    engine: Literal["transformers", "vllm"] = Field("transformers", description="Rollout generation engine.")
-    weight_sync: Literal["object_store"] = Field("object_store", description="How new weights reach rollout actors.")
-    rollout_actors: int = Field(1, ge=1, description="Rollout actors; a step's problems are split across them.")
-    grader_actors: int = Field(1, ge=1, description="Grader actors in the pool.")
-    learner_workers: int = Field(1, ge=1, description="FSDP2 ranks; the batch's rows are split across them.")
+    engine: Literal["vllm", "transformers"] = Field(
+        "vllm", description="Rollout generation engine: vLLM (CPU build here, CUDA on GPUs), or plain transformers."
+    )
+    weight_sync: Literal["object_store", "collective"] = Field(
+        "object_store",
+        description="How new weights reach rollout actors: object_store (one put, every actor loads it), or "
+        "collective (a broadcast group of learner rank 0 and the engines: NCCL when both hold GPUs, else gloo).",
+    )
+    weight_sync_timeout_s: float = Field(
+        300, gt=0, description="collective: deadline of every broadcast; a dead peer is an error, not a hang."
+    )
+    redis_url: str | None = Field(
+        None,
+        description="The run registry, e.g. redis://host:6379/0; unset = a local redis-server keeping its data "
+        "in <output_dir>/.redis.",
+    )
+    rollout_actors: Count = Field(
+        1, description="Rollout actors; a step's problems are split across them. auto: see the README's scaling section."
+    )
+    grader_actors: Count = Field(1, description="Grader actors in the pool.")
+    learner_workers: Count = Field(1, description="FSDP2 ranks; the batch's rows are split across them.")
     rollout_cpus: float = Field(1, ge=0, description="Ray CPUs each rollout actor reserves.")
     rollout_gpus: float = Field(0, ge=0, description="Ray GPUs each rollout actor reserves.")
     grader_cpus: float = Field(1, ge=0, description="Ray CPUs each grader actor reserves.")
     learner_cpus: float = Field(1, ge=0, description="Ray CPUs each learner rank reserves.")
     learner_gpus: float = Field(0, ge=0, description="Ray GPUs each learner rank reserves (>0 selects NCCL).")
+    rollout_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each rollout actor requests, e.g. {rollout: 1}: pins it to the node group offering them.",
+    )
+    grader_resources: dict[str, float] = Field(default_factory=dict, description="The same for each grader actor.")
+    learner_resources: dict[str, float] = Field(default_factory=dict, description="The same for each learner rank.")
     torch_threads: int = Field(0, ge=0, description="Threads per rollout/learner process; 0 = the node's cores.")
     grade_timeout_s: float = Field(120, gt=0, description="Deadline for grading one batch; late grades score 0.")
     buffer_capacity: int = Field(16, ge=1, description="Trace batches the buffer holds at most.")
     max_policy_lag: int = Field(0, ge=0, description="Oldest policy version a trained batch may come from (0 = on-policy).")
+    metrics_export_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="Local Ray only: the port its metrics agent serves Prometheus metrics on; unset = a free one "
+        "(logged). On a cluster: `ray start --metrics-export-port`.",
+    )
+
+    @model_validator(mode="after")
+    def _placement(self) -> "ClusterConfig":
+        for group, count in (("rollout", "rollout_actors"), ("grader", "grader_actors"), ("learner", "learner_workers")):
+            resources = getattr(self, f"{group}_resources")
+            reserved = sorted(set(resources) & {"CPU", "GPU", "memory", "object_store_memory"})
+            if reserved:
+                raise ValueError(f"{group}_resources: {reserved} are set by {group}_cpus / {group}_gpus, not here")
+            if any(amount <= 0 for amount in resources.values()):
+                raise ValueError(f"{group}_resources: every amount must be > 0, got {resources}")
+            if getattr(self, count) == "auto" and not resources:
+                raise ValueError(
+                    f"{count}=auto counts the actors that fit on the nodes offering {group}_resources, "
+                    f"so {group}_resources must name a custom resource, e.g. {{{group}: 1}}"
+                )
+        return self
 
 
 class RunConfig(_Section):

@@ -34,7 +34,7 @@ def test_bad_values_name_key_value_and_rule():
         load_config(overrides=["score.samples_per_prompt=1", "cluster.engine=tpu"])
     msg = str(err.value)
     assert "score.samples_per_prompt: got 1" in msg and "greater than or equal to 2" in msg
-    assert "cluster.engine: got 'tpu'" in msg and "'transformers' or 'vllm'" in msg
+    assert "cluster.engine: got 'tpu'" in msg and "'vllm' or 'transformers'" in msg
 
 
 def test_head_dim_below_32_is_refused():
