@@ -15,7 +15,9 @@ import ray
 from actors.engines.base import SamplingParams
 from graders.base import Task
 from graders.trace_grading import grade_with_pool
+from learner import telemetry
 from learner.losses import Objective
+from learner.loop import TrainLoop
 from learner.metrics import batch_metrics
 from protos import Problem, RunConfig, TraceBatch
 
@@ -36,7 +38,9 @@ class Handles:
     weight_sync: object  # learner.weight_sync.WeightSync
 
 
-class Controller:
+class Controller(TrainLoop):
+    """The distributed loop's steps (TrainLoop holds the schedule): Ray actors, ObjectRefs."""
+
     def __init__(self, cfg: RunConfig, task: Task, handles: Handles, on_record: Callable[[dict], None], log: Callable[[str], None]):
         self.cfg, self.task, self.h = cfg, task, handles
         self.on_record, self.log = on_record, log
@@ -65,6 +69,7 @@ class Controller:
         graded, _, _ = self._rollout_and_grade(problems, 1, params)
         metrics = ray.get(_metrics_of.remote(*graded))
         self.on_record({"kind": "eval", "step": step, "policy_version": self.version, **metrics})
+        telemetry.record_eval(metrics)
         return metrics
 
     def train_step(self, objective: Objective, step: int) -> dict[str, float]:
@@ -79,12 +84,17 @@ class Controller:
         if not refs:
             raise RuntimeError("the trace buffer returned no batch within the allowed policy lag")
         stats = self.h.learners.train_step(refs, objective)
+        if stats["sampled_policy_version"] != self.version:
+            raise RuntimeError(
+                f"the rollout engines sampled with policy v{stats['sampled_policy_version']}, expected "
+                f"v{self.version}: the last weight sync ({self.cfg.cluster.weight_sync}) did not reach them"
+            )
         self.version += 1
         sync_s = self.h.weight_sync.broadcast(self.h.learners, self.h.rollout_actors, self.version)
         step_s = time.perf_counter() - started
         buffer_stats = ray.get(self.h.buffer.stats.remote())
         record = {
-            "kind": "train", "stage": objective.stage, "step": step, "policy_version": self.version,
+            "kind": "train", "stage": objective.stage, "method": objective.method, "step": step, "policy_version": self.version,
             **stats,
             "rollout_s": rollout_s, "grading_s": grading_s, "sync_s": sync_s, "step_s": step_s,
             "rollout_tokens_per_s": stats["rollout_tokens"] / max(rollout_s, 1e-9),
@@ -92,25 +102,5 @@ class Controller:
             "buffer_depth": buffer_stats["depth"],
         }
         self.on_record(record)
+        telemetry.record_train_step(record)
         return record
-
-    def train(self) -> None:
-        sc = self.cfg.score
-        schedule = [(1, sc.stage1_steps), (2, sc.stage2_steps)]
-        total = sum(n for _, n in schedule)
-        step = 0
-        for stage, steps in schedule:
-            objective = Objective(stage=stage, alpha=sc.alpha, beta1=sc.beta1, beta2=sc.beta2)
-            for i in range(steps):
-                step += 1
-                r = self.train_step(objective, step)
-                self.log(
-                    f"stage {stage} step {i + 1}/{steps} ({step}/{total}) | reward@t1 {r['reward_t1']:.3f} "
-                    f"@t2 {r['reward_t2']:.3f} | KL t1 {r['kl_t1']:.4f} t2 {r['kl_t2']:.4f} | "
-                    f"{r['rollout_tokens_per_s']:.0f} rollout tok/s | {r['step_s']:.1f}s "
-                    f"(rollout {r['rollout_s']:.1f} grade {r['grading_s']:.1f} learn {r['learner_s']:.1f} "
-                    f"sync {r['sync_s']:.1f})"
-                )
-                if self.cfg.eval.every_steps and step % self.cfg.eval.every_steps == 0 and step < total:
-                    m = self.evaluate(step)
-                    self.log(f"eval @ step {step}: Acc@t1 {m['acc_t1']:.1f} Acc@t2 {m['acc_t2']:.1f} Δ {m['delta']:+.1f}")

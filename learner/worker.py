@@ -67,6 +67,9 @@ class LearnerWorker:
         lengths = torch.from_numpy(shard.lengths)
         segment = torch.from_numpy(shard.segment)
 
+        if objective.lr is not None:  # e.g. Stage II's own learning rate (score.stage2_lr)
+            for group in self.optimizer.param_groups:
+                group["lr"] = objective.lr
         self.model.train()
         logp = token_logprobs(self.model, tokens, lengths, self.temperature)
         with torch.no_grad():
@@ -102,10 +105,12 @@ class LearnerWorker:
             "reward_t1": float(r1.mean()),
             "reward_t2": float(r2.mean()),
             "rollout_tokens": batch.timings.get("rollout_tokens", 0.0),
+            "sampled_policy_version": batch.policy_version,
             **{k: v for k, v in totals.items() if not k.endswith("_sum")},
             "logprob_abs_diff": totals["logprob_abs_diff_sum"] / tokens_total,
             "logprob_kl": totals["logprob_kl_sum"] / tokens_total,
             "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
             "learner_tokens": tokens_total,
             "learner_s": time.perf_counter() - started,
         }
