@@ -6,6 +6,14 @@ discount 0: the tokens of each attempt are credited with that attempt's own (sha
     Stage I :  L = -A(r2)·log π(y2)               + β2·KL_1 + β1·KL_2
     Stage II:  L = -A(r1)·log π(y1) - A(r̂2)·log π(y2) + β1·KL_1 + β1·KL_2,   r̂2 = r2 + α(r2 − r1)
 
+The paper's baselines are variants of the same loss (`Objective.method`), so every method of the
+experiment suite (learner/experiment.py) trains through the same rollout, learner and evaluation:
+    single_turn:  L = -A(r1)·log π(y1) + β1·KL_1            (attempt 2 is masked out entirely:
+                                                          it is only ever prompted, never trained)
+    pair_sft   :  L = -[r1 = 0 ∧ r2 = 1]·log π(y2) + β1·KL_1 + β1·KL_2
+                 (STaR-style: supervised fine-tuning on the model's own successful corrections,
+                  re-sampled from the current policy every step, no baseline, nothing else rewarded)
+
 KL estimator. The KL in the objective is the reverse KL(π‖π_ref) of each attempt given its prompt.
 Its gradient on tokens sampled from π is E[(log π − log π_ref)·∇log π], which is exactly the gradient
 of the per-token "k2" loss ½(log π − log π_ref)² (Schulman, "Approximating KL divergence", 2020).
@@ -25,16 +33,35 @@ import torch
 from protos import ATTEMPT1, ATTEMPT2
 
 
+METHODS = ("score", "single_turn", "pair_sft")
+
+
 @dataclass(frozen=True)
 class Objective:
-    stage: int  # 1 or 2
+    stage: int  # 1 or 2 (SCoRe's stages); the other methods have one stage, numbered 1
     alpha: float
     beta1: float
     beta2: float
+    method: str = "score"
+    lr: float | None = None  # the learner's step size under this objective; None = leave it as it is
 
     def __post_init__(self):
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+
+
+def stage_schedule(sc) -> list[tuple[Objective, int]]:
+    """(objective, steps) in order, from a ScoreConfig. SCoRe: Stage I then Stage II (at
+    stage2_lr if set). The single-stage baselines run stage1_steps + stage2_steps steps at lr, so
+    every method gets the same number of steps and the same budget of sampled tokens."""
+    if sc.method == "score":
+        return [
+            (Objective(1, sc.alpha, sc.beta1, sc.beta2, lr=sc.lr), sc.stage1_steps),
+            (Objective(2, sc.alpha, sc.beta1, sc.beta2, lr=sc.stage2_lr or sc.lr), sc.stage2_steps),
+        ]
+    return [(Objective(1, sc.alpha, sc.beta1, sc.beta2, method=sc.method, lr=sc.lr), sc.stage1_steps + sc.stage2_steps)]
 
 
 def rloo(rewards: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -52,6 +79,10 @@ def rloo(rewards: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 def advantages(r1: np.ndarray, r2: np.ndarray, groups: np.ndarray, obj: Objective) -> tuple[np.ndarray, np.ndarray]:
     """Per-trace advantages for attempt 1 and attempt 2 under the stage's rewards."""
+    if obj.method == "single_turn":
+        return rloo(r1, groups), np.zeros_like(r2, dtype=np.float64)
+    if obj.method == "pair_sft":  # a weight, not an advantage: 1 on (wrong, right) traces, 0 elsewhere
+        return np.zeros_like(r1, dtype=np.float64), ((r1 < 0.5) & (r2 > 0.5)).astype(np.float64)
     if obj.stage == 1:
         return np.zeros_like(r1, dtype=np.float64), rloo(r2, groups)
     shaped = r2 + obj.alpha * (r2 - r1)
@@ -83,13 +114,15 @@ def score_loss(
     """The stage's loss for these rows, normalised by `total_traces` of the whole (sharded) batch."""
     in1 = (segment == ATTEMPT1).float()
     in2 = (segment == ATTEMPT2).float()
+    if obj.method == "single_turn":
+        in2 = torch.zeros_like(in2)  # attempt 2 is not trained: no policy term and no KL on it
     diff = logp - ref_logp.detach()
     k2 = 0.5 * diff.pow(2)
     sum1 = lambda x: (x * in1).sum(-1)  # noqa: E731
     sum2 = lambda x: (x * in2).sum(-1)  # noqa: E731
 
     policy = -(adv1 * sum1(logp) + adv2 * sum2(logp))
-    kl_weight1 = obj.beta2 if obj.stage == 1 else obj.beta1
+    kl_weight1 = obj.beta2 if (obj.stage == 1 and obj.method == "score") else obj.beta1
     penalty = kl_weight1 * sum1(k2) + obj.beta1 * sum2(k2)
     loss = (policy + penalty).sum() / total_traces
 

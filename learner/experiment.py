@@ -1,0 +1,288 @@
+"""The experiment suite: SCoRe against the base model, the paper's baselines and its ablations.
+
+    python -m learner.experiment --suite default          # the table in docs/results/
+    python -m learner.experiment --suite quick            # CI: every method runs, the table is written
+    python -m learner.experiment --suite default --set score.lr=2e-4 --methods score,no_stage1
+
+Every method starts from the same cached base model, trains on the same task for the same number
+of steps of the same batch shape (so the same budget of sampled tokens: prompts x k x 2 attempts
+per step) and is evaluated by the same greedy evaluation on the same held-out split. Each
+(method, seed) run is one process running `learner.local.LocalController` (the shared TrainLoop
+over the real rollout worker, grader and FSDP learner, without Ray), several side by side.
+
+Methods (each a RunConfig, so `python -m learner.main --set ...` runs any of them too):
+  base         the warm-started base model prompted to self-correct; no training
+  single_turn  RL on attempt 1 only (score.method=single_turn); attempt 2 by prompting
+  no_stage1    Stage II's objective from the base (score.stage1_steps=0, all steps in Stage II)
+  no_shaping   SCoRe with alpha = 0 (score.alpha=0)
+  score        SCoRe: Stage I then Stage II
+  pair_sft     STaR-style: SFT on the model's own (wrong attempt 1, right attempt 2) traces
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from protos import RunConfig, load_config
+
+METRICS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "same_answer")
+LABELS = {
+    "base": "base model (prompted)",
+    "single_turn": "single-turn RL",
+    "no_stage1": "SCoRe w/o Stage I",
+    "no_shaping": "SCoRe w/o reward shaping (α=0)",
+    "score": "SCoRe",
+    "pair_sft": "Pair-SFT / STaR (own i→c pairs)",
+}
+
+# The suite's shared settings, as --set pairs over RunConfig's defaults. See docs/results/NOTES.md
+# for how they were chosen (and what was tried).
+SUITES: dict[str, dict] = {
+    "default": {
+        "seeds": [0, 1, 2],
+        "methods": ["base", "single_turn", "no_stage1", "no_shaping", "score", "pair_sft"],
+        # 80 steps of 32 prompts x 4 samples x 2 attempts per run; Stage I at 3e-4 for 50 steps,
+        # Stage II at 1e-4 for 30 (docs/results/NOTES.md: what was tried and what mattered)
+        "settings": [
+            "score.lr=3e-4", "score.stage2_lr=1e-4", "score.stage1_steps=50", "score.stage2_steps=30",
+            "eval.every_steps=25",
+        ],
+    },
+    "quick": {
+        "seeds": [0, 1],
+        "methods": ["base", "single_turn", "no_stage1", "no_shaping", "score", "pair_sft"],
+        # CI: every method runs end to end and the table and plots are written; the numbers mean
+        # nothing (a 30-step warm-start of a 2-layer model, 2 + 2 RL steps).
+        "settings": [
+            "model.num_layers=2", "warmstart.max_steps=30", "warmstart.check_every=30",
+            "score.stage1_steps=2", "score.stage2_steps=2", "score.prompts_per_step=4",
+            "score.samples_per_prompt=2", "score.max_new_tokens=12", "task.eval_size=16", "eval.every_steps=2",
+        ],
+    },
+}
+
+
+def method_overrides(method: str, cfg: RunConfig) -> list[str]:
+    """--set pairs that turn the suite's SCoRe config into `method` (same total steps)."""
+    sc = cfg.score
+    total = sc.stage1_steps + sc.stage2_steps
+    return {
+        "base": ["score.stage1_steps=0", "score.stage2_steps=0"],
+        "single_turn": ["score.method=single_turn"],
+        "no_stage1": ["score.stage1_steps=0", f"score.stage2_steps={total}"],
+        "no_shaping": ["score.alpha=0"],
+        "score": [],
+        "pair_sft": ["score.method=pair_sft"],
+    }[method]
+
+
+def run_config(settings: list[str], method: str, seed: int) -> RunConfig:
+    cfg = load_config(None, settings)
+    return load_config(None, settings + method_overrides(method, cfg) + [f"seed={seed}", f"name={method}-s{seed}"])
+
+
+def _log_to(path: Path):
+    def log(msg: str) -> None:
+        with path.open("a") as f:
+            f.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
+    return log
+
+
+def run_one(cfg_json: str, base_dir: str, out_dir: str, threads: int) -> dict:
+    """One (method, seed) run in this process; returns its summary (also written as summary.json)."""
+    import torch
+
+    from actors.logs import quiet_transformers
+    from graders.registry import make_task
+    from learner.local import LocalController
+
+    torch.set_num_threads(threads)
+    quiet_transformers()
+    cfg = RunConfig.model_validate_json(cfg_json)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[dict] = []
+
+    def on_record(r: dict) -> None:
+        records.append(r)
+        with (out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(r) + "\n")
+
+    log = _log_to(out / "log.txt")
+    started = time.perf_counter()
+    controller = LocalController(cfg, make_task(cfg.task.name, cfg.task.params), base_dir, on_record, log)
+    try:
+        first = controller.evaluate(step=0)
+        controller.train()
+        steps = cfg.score.stage1_steps + cfg.score.stage2_steps
+        final = controller.evaluate(step=steps) if steps else first
+    finally:
+        controller.close()
+    train = [r for r in records if r["kind"] == "train"]
+    summary = {
+        "name": cfg.name, "seed": cfg.seed, "final": final, "steps": len(train),
+        "wall_s": time.perf_counter() - started,
+        "sampled_tokens": float(sum(r["rollout_tokens"] for r in train)),
+        "evals": [r for r in records if r["kind"] == "eval"],
+        "train_reward": [[r["step"], r["reward_t1"], r["reward_t2"]] for r in train],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    log(f"done in {summary['wall_s']:.0f}s: " + " ".join(f"{k} {final[k]:.1f}" for k in METRICS))
+    return summary
+
+
+def _worker(args):
+    return args[0], args[1], run_one(*args[2:])
+
+
+def aggregate(method: str, summaries: list[dict]) -> dict:
+    row: dict = {"method": method, "label": LABELS.get(method, method), "seeds": [s["seed"] for s in summaries]}
+    for key in METRICS:
+        values = np.array([s["final"][key] for s in summaries])
+        row[key] = {"mean": round(float(values.mean()), 2), "std": round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 2)}
+    row["per_seed"] = {key: [round(s["final"][key], 2) for s in summaries] for key in METRICS}
+    row["steps"] = summaries[0]["steps"]
+    row["sampled_tokens"] = {"mean": float(np.mean([s["sampled_tokens"] for s in summaries]))}
+    row["wall_s"] = {"mean": round(float(np.mean([s["wall_s"] for s in summaries])), 1),
+                     "total": round(float(np.sum([s["wall_s"] for s in summaries])), 1)}
+    return row
+
+
+def markdown_table(rows: list[dict], header: str) -> str:
+    names = ["Acc@t1", "Acc@t2", "Δ(t1,t2)", "Δi→c", "Δc→i", "attempt 2 = attempt 1", "steps", "wall s / run"]
+    lines = [header, "", "| method | " + " | ".join(names) + " |", "| --- " * (len(names) + 1) + "|"]
+    for r in rows:
+        cells = [f"{r[k]['mean']:.1f} ± {r[k]['std']:.1f}" for k in METRICS]
+        cells[2] = f"**{r['delta']['mean']:+.1f}** ± {r['delta']['std']:.1f}"
+        cells += [str(r["steps"]), f"{r['wall_s']['mean']:.0f}"]
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], runs: dict[tuple[str, int], dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # held-out Acc@t1 / Acc@t2 over training steps, SCoRe vs SCoRe without Stage I (mean over seeds)
+    curves = [m for m in ("score", "no_stage1", "no_shaping") if any(k[0] == m for k in runs)]
+    if curves:
+        fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 4), sharey=True, squeeze=False)
+        for ax, method in zip(axes[0], curves):
+            seeds = sorted(s for m, s in runs if m == method)
+            steps = [e["step"] for e in runs[(method, seeds[0])]["evals"]]
+            for key, label, color in (("acc_t1", "Acc@t1", "tab:blue"), ("acc_t2", "Acc@t2", "tab:orange")):
+                vals = np.array([[e[key] for e in runs[(method, s)]["evals"]] for s in seeds])
+                mean, std = vals.mean(0), vals.std(0)
+                ax.plot(steps, mean, marker="o", color=color, label=label)
+                ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2)
+            stage2 = next((r["stage1_steps"] for r in rows if r["method"] == method and "stage1_steps" in r), None)
+            if method in ("score", "no_shaping") and stage2:
+                ax.axvline(stage2, color="grey", linestyle=":", label="Stage II starts")
+            ax.set(title=f"{LABELS[method]} ({len(seeds)} seeds)", xlabel="RL step", ylabel="held-out accuracy, greedy (%)")
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "training_curves.png", dpi=100)
+        plt.close(fig)
+
+    # the table as bars: Δ(t1,t2), Δi→c, Δc→i per method, with the spread over seeds
+    fig, ax = plt.subplots(figsize=(10, 4))
+    x = np.arange(len(rows))
+    for i, (key, label) in enumerate((("delta", "Δ(t1,t2)"), ("delta_i2c", "Δi→c"), ("delta_c2i", "Δc→i"))):
+        ax.bar(x + (i - 1) * 0.27, [r[key]["mean"] for r in rows], 0.27, yerr=[r[key]["std"] for r in rows], capsize=3, label=label)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, [r["label"] for r in rows], rotation=15, ha="right", fontsize=8)
+    ax.set(ylabel="percentage points (held-out, greedy)", title="self-correction by method (mean ± std over seeds)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "deltas.png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m learner.experiment", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", default="default", choices=sorted(SUITES))
+    parser.add_argument("--quick", action="store_true", help="same as --suite quick")
+    parser.add_argument("--methods", help="comma-separated subset of the suite's methods")
+    parser.add_argument("--seeds", help="comma-separated seeds (default: the suite's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra RunConfig setting for every run (after the suite's)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs side by side (one core each)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--out", help="where the table, JSON and plots go (default: the runs directory)")
+    parser.add_argument("--runs-dir", help="where each run's metrics and logs go (default: runs/experiment-<suite>-<time>)")
+    args = parser.parse_args(argv)
+    suite_name = "quick" if args.quick else args.suite
+    suite = SUITES[suite_name]
+    settings = suite["settings"] + args.overrides
+    methods = args.methods.split(",") if args.methods else suite["methods"]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else suite["seeds"]
+    run_root = Path(args.runs_dir or f"runs/experiment-{suite_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(args.out) if args.out else run_root  # the table, JSON and plots; each run's files stay in run_root
+    out.mkdir(parents=True, exist_ok=True)
+
+    from graders.registry import make_task
+    from learner.main import log
+    from learner.warmstart import ensure_base_model
+
+    base_cfg = load_config(None, settings)
+    base_dir = str(ensure_base_model(base_cfg, make_task(base_cfg.task.name, base_cfg.task.params), log))
+    jobs = [
+        (m, s, run_config(settings, m, s).model_dump_json(), base_dir, str(run_root / f"{m}-s{s}"), args.threads)
+        for m in methods for s in seeds
+    ]
+    # longest first (the base row has no training) so that the pool's tail is short
+    jobs.sort(key=lambda j: -(RunConfig.model_validate_json(j[2]).score.stage1_steps + RunConfig.model_validate_json(j[2]).score.stage2_steps))
+    log(f"suite {suite_name}: {len(methods)} methods x {len(seeds)} seeds, {min(args.jobs, len(jobs))} at a time -> {out}")
+    started = time.perf_counter()
+    runs: dict[tuple[str, int], dict] = {}
+    with mp.get_context("spawn").Pool(min(args.jobs, len(jobs)), maxtasksperchild=1) as pool:
+        for method, seed, summary in pool.imap_unordered(_worker, jobs):
+            runs[(method, seed)] = summary
+            f = summary["final"]
+            log(f"{method} seed {seed}: Acc@t1 {f['acc_t1']:.1f} Acc@t2 {f['acc_t2']:.1f} Δ {f['delta']:+.1f} "
+                f"(i→c {f['delta_i2c']:.1f}, c→i {f['delta_c2i']:.1f}, same {f['same_answer']:.0f}%) {summary['wall_s']:.0f}s")
+    wall = time.perf_counter() - started
+
+    rows = []
+    for m in methods:
+        row = aggregate(m, [runs[(m, s)] for s in seeds])
+        mcfg = run_config(settings, m, seeds[0])
+        row["stage1_steps"], row["stage2_steps"] = mcfg.score.stage1_steps, mcfg.score.stage2_steps
+        row["settings"] = method_overrides(m, base_cfg)
+        rows.append(row)
+    header = (
+        f"Held-out split ({base_cfg.task.eval_size} problems), greedy, % of problems; mean ± std over seeds "
+        f"{seeds}. Suite `{suite_name}`, {len(methods) * len(seeds)} runs, {wall / 60:.1f} min wall "
+        f"({min(args.jobs, len(jobs))} at a time on {os.cpu_count()} cores)."
+    )
+    table = markdown_table(rows, header)
+    result = {
+        "suite": suite_name, "command": "python -m learner.experiment " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "settings": settings, "config": base_cfg.model_dump(mode="json"), "base_model": base_dir, "runs_dir": str(run_root),
+        "seeds": seeds, "wall_s": round(wall, 1), "cores": os.cpu_count(), "jobs": min(args.jobs, len(jobs)),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "rows": rows,
+        "curves": {f"{m}-s{s}": {"evals": r["evals"], "train_reward": r["train_reward"]} for (m, s), r in sorted(runs.items())},
+    }
+    name = suite_name
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{name}.md").write_text(table)
+    plot(rows, runs, out)
+    print("\n" + table, flush=True)
+    log(f"suite {suite_name} done in {wall / 60:.1f} min: {out}/{name}.json, {name}.md, training_curves.png, deltas.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The training schedule shared by every controller: which objective runs for how many steps, when
+to evaluate, what to log. Ray-free, so the distributed Controller (learner/controller.py) and the
+in-process one (learner/local.py) run exactly the same loop; they differ only in how a step's
+rollout, grading, update and weight sync are carried out.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from learner.losses import Objective, stage_schedule
+from protos import RunConfig
+
+
+class TrainLoop:
+    cfg: RunConfig
+    log: Callable[[str], None]
+
+    def train_step(self, objective: Objective, step: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def train(self) -> None:
+        schedule = stage_schedule(self.cfg.score)
+        total = sum(n for _, n in schedule)
+        step = 0
+        for objective, steps in schedule:
+            label = f"stage {objective.stage}" if objective.method == "score" else objective.method
+            for i in range(steps):
+                step += 1
+                r = self.train_step(objective, step)
+                self.log(
+                    f"{label} step {i + 1}/{steps} ({step}/{total}) | reward@t1 {r['reward_t1']:.3f} "
+                    f"@t2 {r['reward_t2']:.3f} | KL t1 {r['kl_t1']:.4f} t2 {r['kl_t2']:.4f} | "
+                    f"{r['rollout_tokens_per_s']:.0f} rollout tok/s | {r['step_s']:.1f}s "
+                    f"(rollout {r['rollout_s']:.1f} grade {r['grading_s']:.1f} learn {r['learner_s']:.1f} "
+                    f"sync {r['sync_s']:.1f})"
+                )
+                if self.cfg.eval.every_steps and step % self.cfg.eval.every_steps == 0 and step < total:
+                    m = self.evaluate(step)
+                    self.log(f"eval @ step {step}: Acc@t1 {m['acc_t1']:.1f} Acc@t2 {m['acc_t2']:.1f} Δ {m['delta']:+.1f}")

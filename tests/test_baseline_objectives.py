@@ -1,0 +1,68 @@
+"""The baselines' objectives (single-turn RL, Pair-SFT) and the stage schedule of every method."""
+import numpy as np
+import pytest
+import torch
+
+from learner.losses import Objective, advantages, score_loss, stage_schedule
+from protos import ATTEMPT1, ATTEMPT2, CONTEXT
+
+C, A1, A2 = CONTEXT, ATTEMPT1, ATTEMPT2
+
+
+def _batch():
+    segment = torch.tensor([[C, C, A1, A1, C, A2, C], [C, A1, C, A2, A2, A2, C]])
+    logp = torch.tensor([[0.0, -9.0, -0.5, -1.0, -7.0, -0.2, -5.0], [0.0, -0.3, -8.0, -0.1, -0.4, -0.9, -6.0]])
+    ref = torch.tensor([[0.0, -1.0, -0.7, -0.6, -2.0, -0.5, -3.0], [0.0, -0.2, -1.0, -0.3, -0.4, -0.6, -2.0]])
+    return segment, logp, ref
+
+
+def test_single_turn_rewards_attempt_one_only():
+    r1 = np.array([1.0, 0.0, 0.0, 0.0])
+    r2 = np.array([0.0, 1.0, 1.0, 1.0])
+    a1, a2 = advantages(r1, r2, np.zeros(4, dtype=int), Objective(1, 10, 0.01, 0.5, method="single_turn"))
+    assert a1 == pytest.approx([1.0, -1 / 3, -1 / 3, -1 / 3])
+    assert a2 == pytest.approx([0, 0, 0, 0])
+
+
+def test_single_turn_loss_never_touches_attempt_two():
+    segment, logp, ref = _batch()
+    logp = logp.clone().requires_grad_(True)
+    obj = Objective(1, alpha=10, beta1=0.5, beta2=0.5, method="single_turn")
+    # even a large attempt-2 advantage must not reach the loss: attempt 2 is prompted, not trained
+    loss, stats = score_loss(logp, ref, segment, torch.tensor([1.0, -1.0]), torch.tensor([7.0, 7.0]), obj, total_traces=2)
+    loss.backward()
+    assert (logp.grad[segment == A2] == 0).all()
+    assert (logp.grad[segment == A1] != 0).all()
+    assert stats["kl_t2"] == 0.0
+    # attempt 1 gets the policy gradient plus beta1's KL (not Stage I's beta2 pin)
+    assert float(logp.grad[0, 2]) == pytest.approx((-1.0 + 0.5 * (-0.5 + 0.7)) / 2)
+
+
+def test_pair_sft_imitates_only_wrong_then_right_traces():
+    r1 = np.array([0.0, 0.0, 1.0, 1.0])
+    r2 = np.array([1.0, 0.0, 1.0, 0.0])
+    a1, a2 = advantages(r1, r2, np.zeros(4, dtype=int), Objective(1, 10, 0.01, 0.5, method="pair_sft"))
+    assert a1 == pytest.approx([0, 0, 0, 0])
+    assert a2 == pytest.approx([1, 0, 0, 0])  # a weight on the log-likelihood: no baseline, no penalty
+
+
+def test_pair_sft_loss_is_the_negative_log_likelihood_of_the_corrections():
+    segment, logp, ref = _batch()
+    obj = Objective(1, alpha=10, beta1=0.0, beta2=0.5, method="pair_sft")
+    loss, _ = score_loss(logp, ref, segment, torch.zeros(2), torch.tensor([1.0, 0.0]), obj, total_traces=2)
+    assert float(loss) == pytest.approx(-(-0.2) / 2)  # row 0's attempt 2, averaged over both traces
+
+
+def test_schedules_give_every_method_the_same_number_of_steps():
+    from protos import load_config
+
+    sc = load_config(None, ["score.stage1_steps=30", "score.stage2_steps=50", "score.lr=3e-4", "score.stage2_lr=1e-4"]).score
+    score = stage_schedule(sc)
+    assert [(o.stage, o.method, n, o.lr) for o, n in score] == [(1, "score", 30, 3e-4), (2, "score", 50, 1e-4)]
+    for method in ("single_turn", "pair_sft"):
+        ((obj, n),) = stage_schedule(sc.model_copy(update={"method": method}))
+        assert (obj.method, n, obj.lr) == (method, 80, 3e-4)
+    # without stage2_lr, Stage II keeps score.lr
+    assert [o.lr for o, _ in stage_schedule(sc.model_copy(update={"stage2_lr": None}))] == [3e-4, 3e-4]
+    with pytest.raises(ValueError, match="method"):
+        Objective(1, 10, 0.01, 0.5, method="nope")
