@@ -191,7 +191,7 @@ def run(cfg: RunConfig) -> dict[str, dict[str, float]]:
         controller.train()
         total_steps = cfg.score.stage1_steps + cfg.score.stage2_steps
         log("evaluating the trained policy")
-        rows["SCoRe"] = controller.evaluate(step=total_steps)
+        rows["SCoRe" if cfg.score.method == "score" else cfg.score.method] = controller.evaluate(step=total_steps)
         handles.learners.save(str(run_dir.checkpoint))
         for name in os.listdir(base_dir):  # the tokenizer travels with the checkpoint
             if name.startswith("tokenizer") or name.endswith(".jinja"):

@@ -72,12 +72,16 @@ class ScoreConfig(_Section):
         description="score: Stage I then Stage II; single_turn: RL on attempt 1 only; pair_sft: "
         "fine-tune on own (wrong, right) attempt pairs. Baselines train stage1_steps + stage2_steps steps.",
     )
-    stage1_steps: int = Field(60, ge=0, description="RL steps of Stage I (attempt 1 pinned by beta2).")
-    stage2_steps: int = Field(60, ge=0, description="RL steps of Stage II (both attempts, shaped reward).")
+    stage1_steps: int = Field(50, ge=0, description="RL steps of Stage I (attempt 1 pinned by beta2).")
+    stage2_steps: int = Field(30, ge=0, description="RL steps of Stage II (both attempts, shaped reward).")
     prompts_per_step: int = Field(32, ge=1, description="Problems per step; each gets samples_per_prompt traces.")
     samples_per_prompt: int = Field(4, ge=2, description="k; RLOO needs at least 2.")
-    lr: float = Field(1e-4, gt=0, le=1, description="Adam learning rate of the policy.")
-    stage2_lr: float | None = Field(None, gt=0, le=1, description="Stage II learning rate; unset = score.lr.")
+    lr: float = Field(3e-4, gt=0, le=1, description="Adam learning rate of the policy (Stage I, and the baselines).")
+    stage2_lr: float | None = Field(
+        1e-4, gt=0, le=1,
+        description="Stage II learning rate; unset = score.lr. Lower than Stage I's: a fast Stage II lets attempt 1 "
+        "catch up with attempt 2 and closes the gap Stage I opened (docs/results/NOTES.md).",
+    )
     alpha: float = Field(10.0, ge=0, description="Reward-shaping bonus on r2 - r1 (Stage II).")
     beta1: float = Field(0.01, ge=0, description="KL weight on every attempt.")
     beta2: float = Field(0.5, ge=0, description="Stage I KL weight on attempt 1.")
