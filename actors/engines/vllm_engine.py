@@ -11,6 +11,10 @@ import os
 
 # Read by vLLM when the engine is built; set before anything can build one.
 os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+# vLLM logs several INFO/WARNING lines on every weight update ("RotaryEmbedding: Failed to load
+# weights": it has none; "reset prefix cache"), which would bury the run's progress lines. Errors
+# still show; VLLM_LOGGING_LEVEL=INFO brings the rest back.
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 from pathlib import Path  # noqa: E402
 
