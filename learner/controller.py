@@ -64,8 +64,7 @@ class Controller(TrainLoop):
 
     def evaluate(self, step: int) -> dict[str, float]:
         """Greedy, one trace per held-out problem: the paper's evaluation protocol."""
-        problems = self.task.eval_problems(self.cfg.task.eval_size)
-        params = SamplingParams(self.cfg.eval.max_new_tokens or self.cfg.score.max_new_tokens, temperature=0.0)
+        problems, params = self.eval_request()
         graded, _, _ = self._rollout_and_grade(problems, 1, params)
         metrics = ray.get(_metrics_of.remote(*graded))
         self.on_record({"kind": "eval", "step": step, "policy_version": self.version, **metrics})
@@ -75,8 +74,7 @@ class Controller(TrainLoop):
     def train_step(self, objective: Objective, step: int) -> dict[str, float]:
         sc = self.cfg.score
         started = time.perf_counter()
-        problems = self.task.train_problems(sc.prompts_per_step, self.rng)
-        params = SamplingParams(sc.max_new_tokens, sc.temperature, seed=int(self.rng.integers(2**31)))
+        problems, params = self.train_request()
         graded, rollout_s, grading_s = self._rollout_and_grade(problems, sc.samples_per_prompt, params)
 
         ray.get([self.h.buffer.put.remote([ref], self.version, 0) for ref in graded])

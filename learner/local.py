@@ -15,7 +15,6 @@ from typing import Callable
 
 import numpy as np
 
-from actors.engines.base import SamplingParams
 from actors.engines.hf_engine import TransformersEngine
 from actors.rollout import RolloutWorker
 from actors.turns import Turns
@@ -52,8 +51,7 @@ class LocalController(TrainLoop):
 
     def evaluate(self, step: int) -> dict[str, float]:
         """Greedy, one trace per held-out problem: the paper's evaluation protocol."""
-        problems = self.task.eval_problems(self.cfg.task.eval_size)
-        params = SamplingParams(self.cfg.eval.max_new_tokens or self.cfg.score.max_new_tokens, temperature=0.0)
+        problems, params = self.eval_request()
         batch = self._grade(problems, self.rollout.rollout(problems, 1, params))
         metrics = batch_metrics(batch)
         self.on_record({"kind": "eval", "step": step, "policy_version": self.version, **metrics})
@@ -62,8 +60,7 @@ class LocalController(TrainLoop):
     def train_step(self, objective: Objective, step: int) -> dict[str, float]:
         sc = self.cfg.score
         started = time.perf_counter()
-        problems = self.task.train_problems(sc.prompts_per_step, self.rng)
-        params = SamplingParams(sc.max_new_tokens, sc.temperature, seed=int(self.rng.integers(2**31)))
+        problems, params = self.train_request()
         batch = self.rollout.rollout(problems, sc.samples_per_prompt, params)
         rollout_s = time.perf_counter() - started
         batch = self._grade(problems, batch)

@@ -7,13 +7,30 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
+
+from actors.engines.base import SamplingParams
+from graders.base import Task
 from learner.losses import Objective, stage_schedule
-from protos import RunConfig
+from protos import Problem, RunConfig
 
 
 class TrainLoop:
     cfg: RunConfig
+    task: Task
+    rng: np.random.Generator
     log: Callable[[str], None]
+
+    def eval_request(self) -> tuple[list[Problem], SamplingParams]:
+        """The held-out problems, decoded greedily once each: the paper's evaluation protocol."""
+        params = SamplingParams(self.cfg.eval.max_new_tokens or self.cfg.score.max_new_tokens, temperature=0.0)
+        return self.task.eval_problems(self.cfg.task.eval_size), params
+
+    def train_request(self) -> tuple[list[Problem], SamplingParams]:
+        """A step's fresh training problems and its sampling (seeded from the run's generator)."""
+        sc = self.cfg.score
+        problems = self.task.train_problems(sc.prompts_per_step, self.rng)
+        return problems, SamplingParams(sc.max_new_tokens, sc.temperature, seed=int(self.rng.integers(2**31)))
 
     def train_step(self, objective: Objective, step: int) -> dict[str, float]:
         raise NotImplementedError
