@@ -92,11 +92,7 @@ class Controller(TrainLoop):
         step_s = time.perf_counter() - started
         buffer_stats = ray.get(self.h.buffer.stats.remote())
         record = {
-            "kind": "train", "stage": objective.stage, "method": objective.method, "step": step, "policy_version": self.version,
-            **stats,
-            "rollout_s": rollout_s, "grading_s": grading_s, "sync_s": sync_s, "step_s": step_s,
-            "rollout_tokens_per_s": stats["rollout_tokens"] / max(rollout_s, 1e-9),
-            "learner_tokens_per_s": stats["learner_tokens"] / max(stats["learner_s"], 1e-9),
+            **self.train_record(objective, step, stats, rollout_s=rollout_s, grading_s=grading_s, sync_s=sync_s, step_s=step_s),
             "buffer_depth": buffer_stats["depth"],
         }
         self.on_record(record)

@@ -237,12 +237,10 @@ def main(argv: list[str] | None = None) -> int:
 
     base_cfg = load_config(None, settings)
     base_dir = str(ensure_base_model(base_cfg, make_task(base_cfg.task.name, base_cfg.task.params), log))
-    jobs = [
-        (m, s, run_config(settings, m, s).model_dump_json(), base_dir, str(run_root / f"{m}-s{s}"), args.threads)
-        for m in methods for s in seeds
-    ]
+    configs = {(m, s): run_config(settings, m, s) for m in methods for s in seeds}
     # longest first (the base row has no training) so that the pool's tail is short
-    jobs.sort(key=lambda j: -(RunConfig.model_validate_json(j[2]).score.stage1_steps + RunConfig.model_validate_json(j[2]).score.stage2_steps))
+    order = sorted(configs, key=lambda ms: -(configs[ms].score.stage1_steps + configs[ms].score.stage2_steps))
+    jobs = [(m, s, configs[m, s].model_dump_json(), base_dir, str(run_root / f"{m}-s{s}"), args.threads) for m, s in order]
     log(f"suite {suite_name}: {len(methods)} methods x {len(seeds)} seeds, {min(args.jobs, len(jobs))} at a time -> {out}")
     started = time.perf_counter()
     runs: dict[tuple[str, int], dict] = {}
@@ -257,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for m in methods:
         row = aggregate(m, [runs[(m, s)] for s in seeds])
-        mcfg = run_config(settings, m, seeds[0])
+        mcfg = configs[m, seeds[0]]
         row["stage1_steps"], row["stage2_steps"] = mcfg.score.stage1_steps, mcfg.score.stage2_steps
         row["settings"] = method_overrides(m, base_cfg)
         rows.append(row)

@@ -71,13 +71,7 @@ class LocalController(TrainLoop):
         self.rollout.engine.update_weights(self.version, self.learner.full_state_dict())
         sync_s = time.perf_counter() - synced
         step_s = time.perf_counter() - started
-        record = {
-            "kind": "train", "stage": objective.stage, "method": objective.method, "step": step,
-            "policy_version": self.version, **stats,
-            "rollout_s": rollout_s, "grading_s": grading_s, "sync_s": sync_s, "step_s": step_s,
-            "rollout_tokens_per_s": stats["rollout_tokens"] / max(rollout_s, 1e-9),
-            "learner_tokens_per_s": stats["learner_tokens"] / max(stats["learner_s"], 1e-9),
-        }
+        record = self.train_record(objective, step, stats, rollout_s=rollout_s, grading_s=grading_s, sync_s=sync_s, step_s=step_s)
         self.on_record(record)
         return record
 

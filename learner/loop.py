@@ -19,12 +19,23 @@ class TrainLoop:
     cfg: RunConfig
     task: Task
     rng: np.random.Generator
+    version: int
     log: Callable[[str], None]
 
     def eval_request(self) -> tuple[list[Problem], SamplingParams]:
         """The held-out problems, decoded greedily once each: the paper's evaluation protocol."""
         params = SamplingParams(self.cfg.eval.max_new_tokens or self.cfg.score.max_new_tokens, temperature=0.0)
         return self.task.eval_problems(self.cfg.task.eval_size), params
+
+    def train_record(self, objective: Objective, step: int, stats: dict, **seconds: float) -> dict:
+        """One training step's record (metrics.jsonl, telemetry): the learner's stats, the step's
+        phase timings (rollout_s, grading_s, sync_s, step_s) and the throughputs they imply."""
+        return {
+            "kind": "train", "stage": objective.stage, "method": objective.method, "step": step,
+            "policy_version": self.version, **stats, **seconds,
+            "rollout_tokens_per_s": stats["rollout_tokens"] / max(seconds["rollout_s"], 1e-9),
+            "learner_tokens_per_s": stats["learner_tokens"] / max(stats["learner_s"], 1e-9),
+        }
 
     def train_request(self) -> tuple[list[Problem], SamplingParams]:
         """A step's fresh training problems and its sampling (seeded from the run's generator)."""
