@@ -1,18 +1,11 @@
 """W learner ranks as Ray actors forming one torch.distributed group; the controller's handle on them."""
 from __future__ import annotations
 
-import socket
-
 import ray
 
 from actors.logs import quiet_transformers
 from learner.losses import Objective
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
+from learner.ports import free_port
 
 
 @ray.remote
@@ -20,7 +13,7 @@ class LearnerActor:
     """Thin wrapper: all logic is in learner.worker.LearnerWorker."""
 
     def rendezvous(self) -> str:
-        return f"tcp://{ray.util.get_node_ip_address()}:{_free_port()}"
+        return f"tcp://{ray.util.get_node_ip_address()}:{free_port('')}"
 
     def setup(self, threads: int, **kwargs) -> None:
         import torch
@@ -40,7 +33,7 @@ class LearnerActor:
         return self.worker.full_state_dict()
 
     def weight_group_address(self) -> tuple[str, int]:
-        return ray.util.get_node_ip_address(), _free_port()
+        return ray.util.get_node_ip_address(), free_port("")
 
     def join_weight_group(self, host: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float) -> None:
         from actors.engines.nccl_sync import WeightBroadcastGroup

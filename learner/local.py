@@ -8,7 +8,6 @@ point; a step here is the same computation as a step of the distributed Controll
 """
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,14 +22,9 @@ from graders.trace_grading import grade_traces
 from learner.losses import Objective
 from learner.loop import TrainLoop
 from learner.metrics import batch_metrics
+from learner.ports import free_port
 from learner.worker import LearnerWorker
 from protos import Problem, RunConfig, TraceBatch
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalController(TrainLoop):
@@ -42,7 +36,7 @@ class LocalController(TrainLoop):
         engine = TransformersEngine.from_pretrained(str(base_dir))
         self.rollout = RolloutWorker(engine, Turns(engine.tokenizer, task), engine.pad_id)
         self.learner = LearnerWorker(
-            str(base_dir), rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{_free_port()}",
+            str(base_dir), rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{free_port()}",
             lr=cfg.score.lr, grad_clip=cfg.score.grad_clip, temperature=cfg.score.temperature, seed=cfg.seed,
         )
 

@@ -16,12 +16,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
+
+from learner.ports import free_port
 
 
 class RedisUnavailable(RuntimeError):
@@ -98,7 +99,7 @@ class EmbeddedRedis:
     def _spawn(self) -> int:
         log = self.data_dir / "redis.log"
         for _ in range(3):  # another process may take the free port between our probe and Redis's bind
-            port = _free_port()
+            port = free_port()
             proc = subprocess.Popen(
                 [
                     "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
@@ -117,12 +118,6 @@ class EmbeddedRedis:
                 _terminate(proc.pid)
         tail = log.read_text()[-1500:] if log.exists() else ""
         raise RedisUnavailable(f"redis-server did not start on {self.data_dir} (log {log}):\n{tail}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _answers(port: int) -> bool:

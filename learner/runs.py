@@ -6,6 +6,7 @@ starting its redis-server on the saved data for as long as it reads if no run ha
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from learner.redis_server import EmbeddedRedis, RedisUnavailable
@@ -86,4 +87,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+    except BrokenPipeError:  # `... | head` stopped reading: not an error (the registry's server is already stopped)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not fail again
+        code = 0
+    sys.exit(code)

@@ -5,22 +5,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import socket
 import time
 
 import pytest
 import torch
 
 from actors.engines.nccl_sync import WeightBroadcastGroup
+from learner.ports import free_port
 
 TIMEOUT_S = 4.0  # for the failure tests: how long a dead or silent peer may cost
 JOIN_S = 120.0  # for the working exchange: a spawned receiver imports torch, maybe initialises CUDA
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 GPUS = torch.cuda.device_count()

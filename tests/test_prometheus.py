@@ -21,7 +21,8 @@ import yaml
 
 from e2e import ROOT, quick_overrides, run_cli
 from learner import telemetry
-from ray_head import free_ports, ray_head
+from learner.ports import free_ports
+from ray_head import ray_head
 
 pytestmark = pytest.mark.slow
 

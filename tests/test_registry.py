@@ -15,7 +15,7 @@ from e2e import ROOT, run_cli
 from learner.redis_server import EmbeddedRedis
 from learner.registry import RunEntry, RunRegistry, connect, get_run, list_runs
 from protos import load_config
-from ray_head import free_ports
+from learner.ports import free_ports
 
 
 class RedisProcess:
@@ -153,6 +153,12 @@ def test_learner_runs_lists_and_shows_the_embedded_registry(tmp_path):
     shown = runs("show", "demo-20260101-000000")
     assert shown.returncode == 0 and "checkpoint      /x/checkpoint" in shown.stdout
     assert "last train" in shown.stdout and "config:\n  name: demo" in shown.stdout
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # a reader already gone, as `| head` is after its lines
+    piped = subprocess.run([sys.executable, "-m", "learner.runs", "--output-dir", f"{tmp_path}/runs", "list"],
+                           cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(write_end)
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
     missing = runs("show", "nope")
     assert missing.returncode == 1 and "no run 'nope'" in missing.stderr
     assert not (tmp_path / "runs" / ".redis" / "server.json").exists(), "learner.runs stops the server it started"
