@@ -48,7 +48,7 @@ class SortTask(Task):
 
     def eval_problems(self, n: int) -> list[Problem]:
         if n > len(self._eval):
-            raise ValueError(f"task.eval_size={n} exceeds the held-out split ({len(self._eval)} problems)")
+            raise ValueError(f"task.eval_offset + task.eval_size = {n} exceeds the held-out split ({len(self._eval)} problems)")
         return self._eval[:n]
 
     def grade(self, problem: Problem, completion: str) -> Grade:

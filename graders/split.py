@@ -38,6 +38,6 @@ class HashSplit:
     def eval_problems(self, n: int) -> list[Problem]:
         if n > len(self.eval):
             raise ValueError(
-                f"task.eval_size={n} exceeds the held-out split of {self.source} ({len(self.eval)} problems)"
+                f"task.eval_offset + task.eval_size = {n} exceeds the held-out split of {self.source} ({len(self.eval)} problems)"
             )
         return self.eval[:n]

@@ -23,9 +23,11 @@ class TrainLoop:
     log: Callable[[str], None]
 
     def eval_request(self) -> tuple[list[Problem], SamplingParams]:
-        """The held-out problems, decoded greedily once each: the paper's evaluation protocol."""
+        """The held-out problems (task.eval_size of them from task.eval_offset), decoded greedily once
+        each: the paper's evaluation protocol."""
         params = SamplingParams(self.cfg.eval.max_new_tokens or self.cfg.score.max_new_tokens, temperature=0.0)
-        return self.task.eval_problems(self.cfg.task.eval_size), params
+        start = self.cfg.task.eval_offset
+        return self.task.eval_problems(start + self.cfg.task.eval_size)[start:], params
 
     def train_record(self, objective: Objective, step: int, stats: dict, **seconds: float) -> dict:
         """One training step's record (metrics.jsonl, telemetry): the learner's stats, the step's

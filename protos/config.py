@@ -62,6 +62,10 @@ class TaskConfig(_Section):
         default_factory=dict, description="Task-specific knobs, e.g. {min_len: 5, max_len: 8}."
     )
     eval_size: int = Field(256, ge=1, description="Held-out problems used for evaluation.")
+    eval_offset: int = Field(
+        0, ge=0, description="First held-out problem evaluated. Tune hyperparameters at another offset (a "
+        "validation slice, e.g. 1000) than the one you report (0), so the reported numbers are not tuned on.",
+    )
 
 
 class ScoreConfig(_Section):
@@ -73,12 +77,12 @@ class ScoreConfig(_Section):
         "fine-tune on own (wrong, right) attempt pairs. Baselines train stage1_steps + stage2_steps steps.",
     )
     stage1_steps: int = Field(50, ge=0, description="RL steps of Stage I (attempt 1 pinned by beta2).")
-    stage2_steps: int = Field(30, ge=0, description="RL steps of Stage II (both attempts, shaped reward).")
+    stage2_steps: int = Field(20, ge=0, description="RL steps of Stage II (both attempts, shaped reward).")
     prompts_per_step: int = Field(32, ge=1, description="Problems per step; each gets samples_per_prompt traces.")
     samples_per_prompt: int = Field(4, ge=2, description="k; RLOO needs at least 2.")
     lr: float = Field(3e-4, gt=0, le=1, description="Adam learning rate of the policy (Stage I, and the baselines).")
     stage2_lr: float | None = Field(
-        1e-4, gt=0, le=1,
+        3e-5, gt=0, le=1,
         description="Stage II learning rate; unset = score.lr. Lower than Stage I's: a fast Stage II lets attempt 1 "
         "catch up with attempt 2 and closes the gap Stage I opened (docs/results/NOTES.md).",
     )

@@ -47,7 +47,8 @@ def add_problem():
 
 
 def test_pool_splits_a_batch_across_actors_and_keeps_order(local_ray):
-    pool = GraderPool("math", {"timeout_s": 3}, num_actors=2, num_cpus_per_actor=0.5)
+    # a generous per-answer timeout: this test is about order, and a loaded machine is slow to check
+    pool = GraderPool("math", {"timeout_s": 30}, num_actors=2, num_cpus_per_actor=0.5)
     answers = [str(i) for i in range(7)]
     completions = [rf"\boxed{{{a if i % 2 == 0 else 'wrong'}}}" for i, a in enumerate(answers)]
     grades = pool.grade([math_problem(a) for a in answers], completions)
@@ -60,7 +61,7 @@ def test_stuck_actor_yields_timeouts_and_is_replaced(local_ray, add_problem):
     pool = GraderPool("humaneval", {"timeout_s": 600}, num_actors=2, batch_timeout_s=4, num_cpus_per_actor=0.5)
     start = time.monotonic()
     grades = pool.grade([add_problem] * 2, [ADD_LOOPS, ADD_RIGHT])  # actor 0 gets the stuck one
-    assert time.monotonic() - start < 15
+    assert time.monotonic() - start < 60  # the 4 s batch deadline, not the 600 s sleep (slack for a loaded machine)
     assert grades[0].status == "timeout" and "grader actor 0" in grades[0].detail and grades[0].reward == 0.0
     assert grades[1].status == "pass"
     assert [g.status for g in pool.grade([add_problem] * 2, [ADD_RIGHT] * 2)] == ["pass", "pass"]

@@ -143,7 +143,7 @@ def test_every_step_metric_equals_what_the_run_recorded(scraped):
 
 def test_values_are_sane(scraped):
     m = scraped
-    assert m.one("max(ray_score_learning_rate)") == pytest.approx(1e-4)  # score.lr's default
+    assert m.one("max(ray_score_learning_rate)") == pytest.approx(3e-5)  # score.stage2_lr's default (the last step is Stage II)
     assert m.one("max(ray_score_stage)") == 2  # a gauge: a short stage may fall between two reports
     for attempt in "12":
         assert 0 <= m.one(f'max(ray_score_kl{{attempt="{attempt}"}})') < 10

@@ -37,3 +37,22 @@ def test_problem_shape_follows_params():
         values = [int(v) for v in p.prompt.split("\n")[0].split()[1:]]
         assert len(values) == 3 and max(values) <= 9
         assert p.answer.split() == [str(v) for v in sorted(values)]
+
+
+def test_an_eval_offset_evaluates_a_disjoint_validation_slice_of_the_held_out_split(sort_task):
+    from learner.loop import TrainLoop
+    from protos import load_config
+
+    loop = TrainLoop()
+    loop.task = sort_task
+    loop.cfg = load_config(None, ["task.eval_size=100"])
+    test, greedy = loop.eval_request()
+    loop.cfg = load_config(None, ["task.eval_size=100", "task.eval_offset=1000"])
+    validation, _ = loop.eval_request()
+    assert greedy.temperature == 0.0
+    assert test == sort_task.eval_problems(100)
+    assert validation == sort_task.eval_problems(1100)[1000:]
+    assert not {p.prompt for p in test} & {p.prompt for p in validation}
+    loop.cfg = load_config(None, ["task.eval_size=100", "task.eval_offset=1950"])
+    with pytest.raises(ValueError, match=r"task.eval_offset \+ task.eval_size = 2050 exceeds the held-out split \(2000"):
+        loop.eval_request()
