@@ -83,8 +83,8 @@ class ScoreConfig(_Section):
     lr: float = Field(3e-4, gt=0, le=1, description="Adam learning rate of the policy (Stage I, and the baselines).")
     stage2_lr: float | None = Field(
         3e-5, gt=0, le=1,
-        description="Stage II learning rate; unset = score.lr. Lower than Stage I's: a fast Stage II lets attempt 1 "
-        "catch up with attempt 2 and closes the gap Stage I opened (docs/results/NOTES.md).",
+        description="Stage II learning rate (absolute: set it with score.lr); unset = score.lr. Lower than Stage I's: "
+        "a fast Stage II lets attempt 1 catch up with attempt 2 and closes the gap Stage I opened (docs/results/NOTES.md).",
     )
     alpha: float = Field(10.0, ge=0, description="Reward-shaping bonus on r2 - r1 (Stage II).")
     beta1: float = Field(0.01, ge=0, description="KL weight on every attempt.")

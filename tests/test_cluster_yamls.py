@@ -117,3 +117,15 @@ def test_rayjob_runs_a_valid_config_that_fits_the_rayclusters_groups():
     counts = check_node_groups(cfg, kuberay_node_types(raycluster()["spec"]))
     assert counts == {"rollout_actors": 4, "grader_actors": 8, "learner_workers": 4}
 
+
+
+def test_the_local_config_is_the_embedded_default_written_out():
+    """cluster/configs/local.yaml says it is the default run: it must not drift from RunConfig's defaults."""
+    from graders.registry import make_task
+
+    written = load_config(CLUSTER / "configs" / "local.yaml")
+    default = load_config()
+    skip = {"name": True, "task": {"params"}}
+    assert written.model_dump(exclude=skip) == default.model_dump(exclude=skip)
+    written_task, default_task = make_task(written.task.name, written.task.params), make_task(default.task.name)
+    assert written_task.eval_problems(50) == default_task.eval_problems(50)  # its spelled-out params are the task's defaults
