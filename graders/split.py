@@ -9,6 +9,7 @@ import hashlib
 
 import numpy as np
 
+from graders.base import Task
 from protos import Problem
 
 
@@ -41,3 +42,22 @@ class HashSplit:
                 f"task.eval_offset + task.eval_size = {n} exceeds the held-out split of {self.source} ({len(self.eval)} problems)"
             )
         return self.eval[:n]
+
+
+class SplitTask(Task):
+    """A task over a finite problem set (a file, a package), split once by HashSplit."""
+
+    def _split_problems(self, problems: list[Problem], eval_fraction: float, source: str) -> None:
+        self._by_id = {p.id: p for p in problems}
+        self._split = HashSplit(problems, eval_fraction, source)
+
+    def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
+        return self._split.train_problems(n, rng)
+
+    def eval_problems(self, n: int) -> list[Problem]:
+        return self._split.eval_problems(n)
+
+    def problem(self, problem_id: str) -> Problem:
+        if problem_id not in self._by_id:
+            raise KeyError(f"no problem {problem_id!r} in {self._split.source}")
+        return self._by_id[problem_id]

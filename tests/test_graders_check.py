@@ -35,7 +35,7 @@ def test_humaneval_file_with_bad_lines(tmp_path):
     assert [o["reward"] for o in out] == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     assert "AssertionError" in out[1]["detail"]
     assert "samples.jsonl:3: not valid JSON" in out[2]["detail"]
-    assert "samples.jsonl:4: no HumanEval problem 'HumanEval/99999'" in result.stderr
+    assert "samples.jsonl:4: no problem 'HumanEval/99999' in HumanEval" in result.stderr
     assert "samples.jsonl:5: needs a string field 'task_id'" in result.stderr
     assert "graded 6 lines" in result.stderr and "pass rate 0.167" in result.stderr and "3 bad input lines" in result.stderr
     assert result.returncode == 1
