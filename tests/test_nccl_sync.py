@@ -45,7 +45,8 @@ def receive_into_engine(port: int, model_dir: str, backend: str, device: str, re
     group.close()
 
 
-def join_then_misbehave(port: int, how: str) -> None:
+def join_then_misbehave(port: int, how: str, started) -> None:
+    started.set()  # torch is imported by now: joining takes milliseconds, well within TIMEOUT_S
     group = join(port, rank=0)  # noqa: F841  held: a collected group closes its connections
     if how == "dies":
         os._exit(0)  # no clean shutdown, like a crashed learner
@@ -82,7 +83,11 @@ def test_broadcast_loads_weights_into_an_engine(tiny_model_dir, backend, send_de
 def receive_from(how: str) -> tuple[float, str]:
     """Join as the receiver with a misbehaving sender; seconds until receive() raised, and why."""
     port = free_port()
-    sender = spawn(join_then_misbehave, port, how)
+    started = multiprocessing.get_context("spawn").Event()
+    sender = spawn(join_then_misbehave, port, how, started)
+    # a spawned process takes seconds to import torch (more with CUDA): without this wait the join,
+    # which shares the group's short timeout, could time out before the sender exists (seen on a GPU host)
+    assert started.wait(JOIN_S), "the sender process did not start"
     receiver = join(port, rank=1)
     started = time.monotonic()
     try:
