@@ -11,7 +11,6 @@ import json
 import re
 from pathlib import Path
 
-
 from graders.math_equivalence import MathJudge
 from graders.registry import register_task
 from graders.split import SplitTask

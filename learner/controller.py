@@ -67,7 +67,7 @@ class Controller(TrainLoop):
         problems, params = self.eval_request()
         graded, _, _ = self._rollout_and_grade(problems, 1, params)
         metrics = ray.get(_metrics_of.remote(*graded))
-        self.on_record({"kind": "eval", "step": step, "policy_version": self.version, **metrics})
+        self.on_record(self.eval_record(step, metrics))
         telemetry.record_eval(metrics)
         return metrics
 

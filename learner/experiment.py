@@ -174,7 +174,7 @@ def plot(rows: list[dict], runs: dict[tuple[str, int], dict], out: Path) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # held-out Acc@t1 / Acc@t2 over training steps, SCoRe vs SCoRe without Stage I (mean over seeds)
+    # held-out Acc@t1 / Acc@t2 over training steps for SCoRe and its two ablations (mean over seeds)
     curves = [m for m in ("score", "no_stage1", "no_shaping") if any(k[0] == m for k in runs)]
     if curves:
         fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 4), sharey=True, squeeze=False)
@@ -275,12 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "curves": {f"{m}-s{s}": {"evals": r["evals"], "train_reward": r["train_reward"]} for (m, s), r in sorted(runs.items())},
     }
-    name = suite_name
-    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
-    (out / f"{name}.md").write_text(table)
+    (out / f"{suite_name}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{suite_name}.md").write_text(table)
     plot(rows, runs, out)
     print("\n" + table, flush=True)
-    log(f"suite {suite_name} done in {wall / 60:.1f} min: {out}/{name}.json, {name}.md, training_curves.png, deltas.png")
+    log(f"suite {suite_name} done in {wall / 60:.1f} min: {out}/{suite_name}.json, {suite_name}.md, training_curves.png, deltas.png")
     return 0
 
 

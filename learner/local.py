@@ -48,7 +48,7 @@ class LocalController(TrainLoop):
         problems, params = self.eval_request()
         batch = self._grade(problems, self.rollout.rollout(problems, 1, params))
         metrics = batch_metrics(batch)
-        self.on_record({"kind": "eval", "step": step, "policy_version": self.version, **metrics})
+        self.on_record(self.eval_record(step, metrics))
         return metrics
 
     def train_step(self, objective: Objective, step: int) -> dict[str, float]:

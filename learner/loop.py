@@ -29,6 +29,10 @@ class TrainLoop:
         start = self.cfg.task.eval_offset
         return self.task.eval_problems(start + self.cfg.task.eval_size)[start:], params
 
+    def eval_record(self, step: int, metrics: dict[str, float]) -> dict:
+        """One evaluation's record (metrics.jsonl): the five metrics at this step's policy version."""
+        return {"kind": "eval", "step": step, "policy_version": self.version, **metrics}
+
     def train_record(self, objective: Objective, step: int, stats: dict, **seconds: float) -> dict:
         """One training step's record (metrics.jsonl, telemetry): the learner's stats, the step's
         phase timings (rollout_s, grading_s, sync_s, step_s) and the throughputs they imply."""
