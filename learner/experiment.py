@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     from graders.registry import make_task
+    from learner.loop import held_out_label
     from learner.main import log
     from learner.warmstart import ensure_base_model
 
@@ -262,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         row["settings"] = method_overrides(m, base_cfg)
         rows.append(row)
     header = (
-        f"Held-out split ({base_cfg.task.eval_size} problems), greedy, % of problems; mean ± std over seeds "
+        f"{held_out_label(base_cfg.task).capitalize()}, greedy, % of problems; mean ± std over seeds "
         f"{seeds}. Suite `{suite_name}`, {len(methods) * len(seeds)} runs, {wall / 60:.1f} min wall "
         f"({min(args.jobs, len(jobs))} at a time on {os.cpu_count()} cores)."
     )

@@ -15,6 +15,13 @@ from learner.losses import Objective, stage_schedule
 from protos import Problem, RunConfig
 
 
+def held_out_label(task) -> str:
+    """What an evaluation of this TaskConfig reads, for tables and logs: a validation slice says so."""
+    if task.eval_offset:
+        return f"held-out problems {task.eval_offset}-{task.eval_offset + task.eval_size - 1} (a validation slice)"
+    return f"{task.eval_size} held-out problems"
+
+
 class TrainLoop:
     cfg: RunConfig
     task: Task

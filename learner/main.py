@@ -164,6 +164,7 @@ def run(cfg: RunConfig) -> dict[str, dict[str, float]]:
     from graders.registry import make_task
     from learner import telemetry
     from learner.controller import Controller
+    from learner.loop import held_out_label
     from learner.metrics import format_table
     from learner.run_dir import RunDir, plot_training
     from learner.warmstart import ensure_base_model
@@ -186,7 +187,7 @@ def run(cfg: RunConfig) -> dict[str, dict[str, float]]:
         handles = build(cfg, task, base_dir)
         controller = Controller(cfg, task, handles, on_record, log)
         started = time.perf_counter()
-        log(f"evaluating the base model on {cfg.task.eval_size} held-out problems (greedy)")
+        log(f"evaluating the base model on {held_out_label(cfg.task)} (greedy)")
         rows = {"base": controller.evaluate(step=0)}
         controller.train()
         total_steps = cfg.score.stage1_steps + cfg.score.stage2_steps

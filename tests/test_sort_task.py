@@ -56,3 +56,12 @@ def test_an_eval_offset_evaluates_a_disjoint_validation_slice_of_the_held_out_sp
     loop.cfg = load_config(None, ["task.eval_size=100", "task.eval_offset=1950"])
     with pytest.raises(ValueError, match=r"task.eval_offset \+ task.eval_size = 2050 exceeds the held-out split \(2000"):
         loop.eval_request()
+
+
+def test_a_validation_slice_is_named_as_such_in_tables_and_logs():
+    from learner.loop import held_out_label
+    from protos import load_config
+
+    assert held_out_label(load_config().task) == "256 held-out problems"
+    sliced = load_config(None, ["task.eval_size=256", "task.eval_offset=1000"]).task
+    assert held_out_label(sliced) == "held-out problems 1000-1255 (a validation slice)"
