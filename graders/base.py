@@ -10,7 +10,7 @@ from protos import Grade, Problem
 
 class Task(ABC):
     name: str
-    # The instruction p appended after attempt 1 (DESIGN.md). Rendered once per run by actors.turns.
+    # The self-correction instruction p appended after attempt 1; rendered once per run by actors.turns.
     instruction: str
 
     @abstractmethod

@@ -1,19 +1,27 @@
-"""Grader actors: a GraderWorker holds a task and grades batches; a GraderPool spreads a batch over G
-of them as Ray actors and always answers, one Grade per completion, whatever the actors do.
+"""Grader actors: a GraderWorker holds a task and grades; a GraderPool spreads work over G of them
+as Ray actors and always answers, one Grade per completion, whatever the actors do.
 
-A dead actor is restarted by Ray (max_restarts); a stuck one is killed at the batch deadline and
-replaced by a new one. Either way that batch's items get reward 0 with a status and a detail that names the
-actor, and the caller goes on.
+The pool lives in the driver and holds the only handles to its actors, so an actor it replaces is
+replaced for every later call. A dead actor is restarted by Ray (max_restarts); a stuck one is
+killed at the batch deadline and replaced by a new one. Either way that span's items get reward 0
+with a status and a detail that names the actor, and the caller goes on.
+
+Two ways in: `grade(problems, completions)` (blocking), and `grade_traces(problems, info_ref, n)`
+then `collect(pending)`, which grades both attempts of a rollout batch that may not exist yet: the
+calls take the rollout's ObjectRef, so Ray starts grading the moment the rollout finishes, without
+a round trip through the driver.
 """
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import ray
 
+from common import telemetry
 from graders.registry import make_task
-from learner import telemetry
-from protos import Grade, Problem
+from protos import BatchInfo, Grade, Problem
 
 
 class GraderWorker:
@@ -30,6 +38,14 @@ class GraderWorker:
         with ThreadPoolExecutor(self.threads) as pool:
             return list(pool.map(self._grade, problems, completions))
 
+    def grade_traces(self, problems: list[Problem], info: BatchInfo, start: int = 0, stop: int | None = None) -> list[tuple[Grade, Grade]]:
+        """(grade of attempt 1, grade of attempt 2) for the traces start..stop of a rollout batch."""
+        by_id = {p.id: p for p in problems}
+        meta = info.meta[start:stop]
+        targets = [by_id[m.problem_id] for m in meta]
+        grades = self.grade_batch(targets + targets, [m.attempt1 for m in meta] + [m.attempt2 for m in meta])
+        return list(zip(grades[: len(meta)], grades[len(meta) :]))
+
     def ready(self) -> bool:
         return True
 
@@ -41,7 +57,16 @@ class GraderWorker:
             return Grade(reward=0.0, status="error", detail=f"grader raised {type(exc).__name__}: {exc}")
 
 
-GraderActor = ray.remote(GraderWorker)
+GraderActor = ray.remote(GraderWorker)  # thin Ray wrapper: no Ray-specific logic
+
+
+@dataclass
+class PendingGrades:
+    """Grading in flight: one call per actor span, and how to stand in for a span that fails."""
+
+    calls: list[tuple[int, int, Any]]  # (actor index, items in the span, ObjectRef of its list)
+    failed: Callable[[int, str, str], list]  # (items, status, detail) -> stand-in items
+    waits_for: Any = None  # an ObjectRef the calls depend on (the rollout): the deadline starts once it is ready
 
 
 class GraderPool:
@@ -58,40 +83,58 @@ class GraderPool:
     def grade(self, problems: list[Problem], completions: list[str]) -> list[Grade]:
         if len(problems) != len(completions):
             raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
-        if not problems:
-            return []
-        spans = _spans(len(problems), len(self.actors))
-        calls = [
-            (i, b - a, actor.grade_batch.remote(problems[a:b], completions[a:b]))
-            for i, (actor, (a, b)) in enumerate(zip(self.actors, spans)) if b > a
-        ]
-        refs = [ref for _, _, ref in calls]
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.batch_timeout_s)
+        pending = self._spread(
+            len(problems), lambda actor, a, b: actor.grade_batch.remote(problems[a:b], completions[a:b]), _same
+        )
+        return self.collect(pending)
+
+    def grade_traces(self, problems: list[Problem], info_ref, num_traces: int) -> PendingGrades:
+        """Start grading both attempts of the `num_traces` traces the rollout `info_ref` will hold."""
+        pending = self._spread(
+            num_traces, lambda actor, a, b: actor.grade_traces.remote(problems, info_ref, a, b),
+            lambda n, status, detail: [(g, g) for g in _same(n, status, detail)],
+        )
+        pending.waits_for = info_ref
+        return pending
+
+    def collect(self, pending: PendingGrades) -> list:
+        """The items of every span in order; a span whose actor failed or missed the deadline gets
+        stand-ins naming it, and that actor is restarted or replaced before this returns."""
+        if pending.waits_for is not None:  # the rollout's own time is not grading time (the caller
+            ray.wait([pending.waits_for], fetch_local=False)  # fetches it first: a failed rollout raises there)
+        refs = [ref for _, _, ref in pending.calls]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.batch_timeout_s, fetch_local=False)
         finished = set(ready)
-        grades: list[Grade] = []
-        for i, n, ref in calls:
-            grades += self._collect(i, n, ref) if ref in finished else self._give_up(i, n)
+        items: list = []
+        for i, n, ref in pending.calls:
+            items += self._result(i, n, ref, pending.failed) if ref in finished else self._give_up(i, n, pending.failed)
+        grades = [g for item in items for g in (item if isinstance(item, tuple) else (item,))]
         telemetry.count_grades([g.status for g in grades])  # here, so timeouts and dead actors count too
-        return grades
+        return items
 
     def shutdown(self) -> None:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
 
-    def _collect(self, i: int, n: int, ref: ray.ObjectRef) -> list[Grade]:
+    def _spread(self, n: int, call: Callable, failed: Callable) -> PendingGrades:
+        spans = _spans(n, len(self.actors))
+        calls = [(i, b - a, call(actor, a, b)) for i, (actor, (a, b)) in enumerate(zip(self.actors, spans)) if b > a]
+        return PendingGrades(calls, failed)
+
+    def _result(self, i: int, n: int, ref: ray.ObjectRef, failed: Callable) -> list:
         try:
             return ray.get(ref)
         except ray.exceptions.RayError as exc:
             first_line = str(exc).strip().split("\n", 1)[0][:300]
             self._await_ready([i])  # Ray is restarting it: the next batch must find it alive
-            return _same(n, "error", f"grader actor {i} failed: {type(exc).__name__}: {first_line}")
+            return failed(n, "error", f"grader actor {i} failed: {type(exc).__name__}: {first_line}")
 
-    def _give_up(self, i: int, n: int) -> list[Grade]:
+    def _give_up(self, i: int, n: int, failed: Callable) -> list:
         # A stuck grader is replaced, not waited on. A new actor rather than a restart: a call sent
         # to a killed actor before Ray notices its death would fail too.
         self._replace(i)
         self._await_ready([i])
-        return _same(n, "timeout", f"grader actor {i} gave no grades within {self.batch_timeout_s:g}s; replaced")
+        return failed(n, "timeout", f"grader actor {i} gave no grades within {self.batch_timeout_s:g}s; replaced")
 
     def _replace(self, i: int) -> None:
         ray.kill(self.actors[i], no_restart=True)

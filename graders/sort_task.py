@@ -3,8 +3,8 @@
 Why sorting: its mistakes expose themselves. A wrong answer is a list with a number mis-copied,
 dropped, repeated or out of place (the warm-started base mostly mis-copies one number), each
 visible by reading the answer against the question and fixable by a local edit. So reading
-attempt 1 can help attempt 2, the property self-correction needs (DESIGN.md: on addition
-the base's errors came from a skill that re-reading the attempt does not supply).
+attempt 1 can help attempt 2, the property self-correction needs (on an addition task tried
+first, the base's errors came from a skill that re-reading the attempt does not supply).
 """
 from __future__ import annotations
 

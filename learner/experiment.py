@@ -7,8 +7,9 @@
 Every method starts from the same cached base model, trains on the same task for the same number
 of steps of the same batch shape (so the same budget of sampled tokens: prompts x k x 2 attempts
 per step) and is evaluated by the same greedy evaluation on the same held-out split. Each
-(method, seed) run is one process running `learner.local.LocalController` (the shared TrainLoop
-over the real rollout worker, grader and FSDP learner, without Ray), several side by side.
+(method, seed) run is one process running the training loop on the in-process backend
+(learner/driver/local_backend.py: the real rollout worker, grader and FSDP learner, without
+Ray), several side by side.
 
 Methods (each a RunConfig, so `python -m learner.main --set ...` runs any of them too):
   base         the warm-started base model prompted to self-correct; no training
@@ -99,14 +100,12 @@ def _log_to(path: Path):
 
 def run_one(cfg_json: str, base_dir: str, out_dir: str, threads: int) -> dict:
     """One (method, seed) run in this process; returns its summary (also written as summary.json)."""
-    import torch
-
-    from actors.logs import quiet_transformers
+    from common.logs import configure_process
     from graders.registry import make_task
-    from learner.local import LocalController
+    from learner.driver.local_backend import LocalBackend
+    from learner.driver.loop import TrainLoop
 
-    torch.set_num_threads(threads)
-    quiet_transformers()
+    configure_process(threads)
     cfg = RunConfig.model_validate_json(cfg_json)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,14 +118,15 @@ def run_one(cfg_json: str, base_dir: str, out_dir: str, threads: int) -> dict:
 
     log = _log_to(out / "log.txt")
     started = time.perf_counter()
-    controller = LocalController(cfg, make_task(cfg.task.name, cfg.task.params), base_dir, on_record, log)
+    backend = LocalBackend(cfg, base_dir)
+    loop = TrainLoop(cfg, make_task(cfg.task.name, cfg.task.params), backend, on_record, log)
     try:
-        first = controller.evaluate(step=0)
-        controller.train()
+        first = loop.evaluate(step=0)
+        loop.train()
         steps = cfg.score.stage1_steps + cfg.score.stage2_steps
-        final = controller.evaluate(step=steps) if steps else first
+        final = loop.evaluate(step=steps) if steps else first
     finally:
-        controller.close()
+        backend.close()
     train = [r for r in records if r["kind"] == "train"]
     summary = {
         "name": cfg.name, "seed": cfg.seed, "final": final, "steps": len(train),
@@ -234,9 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     from graders.registry import make_task
-    from learner.loop import held_out_label
-    from learner.main import log
-    from learner.warmstart import ensure_base_model
+    from learner.driver.loop import held_out_label
+    from learner.driver.startup import log
+    from learner.model.warmstart import ensure_base_model
 
     base_cfg = load_config(None, settings)
     base_dir = str(ensure_base_model(base_cfg, make_task(base_cfg.task.name, base_cfg.task.params), log))

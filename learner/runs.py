@@ -9,8 +9,8 @@ import argparse
 import os
 import sys
 
-from learner.redis_server import EmbeddedRedis, RedisUnavailable
-from learner.registry import connect, embedded_dir, get_run, list_runs
+from learner.tracking.redis_server import EmbeddedRedis, RedisUnavailable
+from learner.tracking.registry import connect, embedded_dir, get_run, list_runs
 
 COLUMNS = ("run", "status", "stage", "step", "version", "Acc@t1", "Acc@t2", "Δ", "updated")
 

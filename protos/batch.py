@@ -1,39 +1,60 @@
-"""TraceBatch: a batch of two-attempt traces as padded numpy arrays plus per-trace metadata.
+"""A rollout batch in two parts: `TraceBatch`, the token arrays the learner trains on, and
+`BatchInfo`, the small part the driver reads (texts, grades, version, timings).
 
-One row is the token sequence [x1, y1, p, y2]: the task prompt, attempt 1, the self-correction
-instruction, attempt 2. `segment` says which part each token belongs to, so the learner can score
-both attempts with one forward pass (causality makes y1's log-probs the ones conditioned on x1).
+The arrays go from rollout actor to learner through Ray's object store and never visit the
+driver; the driver grades the texts and hands the learner one reward pair per trace.
+
+One row of a TraceBatch is the token sequence [x1, y1, p, y2]: the task prompt, attempt 1, the
+self-correction instruction, attempt 2. `segment` says which part each token belongs to, so the
+learner can score both attempts with one forward pass (causality makes y1's log-probs the ones
+conditioned on x1).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from protos.messages import TraceMeta
+from protos.messages import Grade, TraceMeta
 
 CONTEXT, ATTEMPT1, ATTEMPT2 = 0, 1, 2  # segment codes; padding is masked by `lengths`
 
 
 @dataclass
+class BatchInfo:
+    """What the driver sees of one rollout batch."""
+
+    policy_version: int  # the weights the engine held while sampling (read from the engine)
+    meta: list[TraceMeta]  # one per trace, in row order; grading fills in grade1 / grade2
+    rollout_s: float
+    rollout_tokens: int  # tokens generated, both attempts
+
+    def set_grades(self, grades: Sequence[tuple[Grade, Grade]]) -> None:
+        """(attempt 1, attempt 2) grades, one pair per trace in row order."""
+        if len(grades) != len(self.meta):
+            raise ValueError(f"{len(grades)} grade pairs for {len(self.meta)} traces")
+        for m, (g1, g2) in zip(self.meta, grades):
+            m.grade1, m.grade2 = g1, g2
+
+
+@dataclass
 class TraceBatch:
     policy_version: int
-    meta: list[TraceMeta]
+    groups: np.ndarray  # int64 [n]: the prompt each row samples; the k samples of a prompt share it
     tokens: np.ndarray  # int64 [n, T], right-padded with pad_id
     segment: np.ndarray  # int8 [n, T]: CONTEXT / ATTEMPT1 / ATTEMPT2
     lengths: np.ndarray  # int64 [n]
     sample_logprobs: np.ndarray  # float32 [n, T]: the engine's log-prob of each sampled token, 0 elsewhere
-    timings: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.meta)
+        return len(self.groups)
 
     @classmethod
     def from_parts(
         cls,
         policy_version: int,
-        meta: list[TraceMeta],
+        groups: Sequence[int],
         prompts: Sequence[Sequence[int]],
         attempts1: Sequence[Sequence[int]],
         instruction: Sequence[int],
@@ -42,7 +63,7 @@ class TraceBatch:
         logprobs2: Sequence[Sequence[float]],
         pad_id: int,
     ) -> "TraceBatch":
-        n = len(meta)
+        n = len(groups)
         rows = [list(x) + list(y1) + list(instruction) + list(y2) for x, y1, y2 in zip(prompts, attempts1, attempts2)]
         width = max(len(r) for r in rows)
         tokens = np.full((n, width), pad_id, dtype=np.int64)
@@ -57,7 +78,7 @@ class TraceBatch:
             logprobs[i, a1 : a1 + len(attempts1[i])] = logprobs1[i]
             logprobs[i, a2 : a2 + len(attempts2[i])] = logprobs2[i]
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
-        return cls(policy_version, meta, tokens, segment, lengths, logprobs)
+        return cls(policy_version, np.asarray(groups, dtype=np.int64), tokens, segment, lengths, logprobs)
 
     @classmethod
     def concat(cls, batches: Sequence["TraceBatch"]) -> "TraceBatch":
@@ -65,37 +86,20 @@ class TraceBatch:
         versions = {b.policy_version for b in batches}
         if len(versions) != 1:
             raise ValueError(f"cannot mix policy versions {sorted(versions)} in one batch")
-        meta, offset = [], 0
+        groups, offset = [], 0
         for b in batches:
-            meta += [m.model_copy(update={"group": m.group + offset}) for m in b.meta]
-            offset += max((m.group for m in b.meta), default=-1) + 1
+            groups.append(b.groups + offset)
+            offset += int(b.groups.max(initial=-1)) + 1
         width = max(b.tokens.shape[1] for b in batches)
         pad = lambda a, value: np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=value)  # noqa: E731
-        timings: dict[str, float] = {}
-        for b in batches:
-            for key, value in b.timings.items():
-                timings[key] = timings.get(key, 0.0) + value
         return cls(
             versions.pop(),
-            meta,
+            np.concatenate(groups),
             np.concatenate([pad(b.tokens, 0) for b in batches]),  # past `lengths` nothing is read
             np.concatenate([pad(b.segment, 0) for b in batches]),
             np.concatenate([b.lengths for b in batches]),
             np.concatenate([pad(b.sample_logprobs, 0.0) for b in batches]),
-            timings,
         )
-
-    def rewards(self) -> tuple[np.ndarray, np.ndarray]:
-        """(r1, r2) as float arrays; an ungraded attempt is an error, not a silent zero."""
-        missing = [m.problem_id for m in self.meta if m.grade1 is None or m.grade2 is None]
-        if missing:
-            raise ValueError(f"{len(missing)} traces are ungraded, e.g. {missing[0]}")
-        r1 = np.array([m.grade1.reward for m in self.meta], dtype=np.float32)
-        r2 = np.array([m.grade2.reward for m in self.meta], dtype=np.float32)
-        return r1, r2
-
-    def groups(self) -> np.ndarray:
-        return np.array([m.group for m in self.meta], dtype=np.int64)
 
     def select(self, rows: np.ndarray) -> "TraceBatch":
         """The sub-batch of `rows` (used to shard a batch across learner workers)."""
@@ -103,10 +107,17 @@ class TraceBatch:
         width = int(self.lengths[rows].max()) if len(rows) else 0
         return TraceBatch(
             self.policy_version,
-            [self.meta[i] for i in rows],
+            self.groups[rows],
             self.tokens[rows, :width],
             self.segment[rows, :width],
             self.lengths[rows],
             self.sample_logprobs[rows, :width],
-            dict(self.timings),
         )
+
+
+def rewards(meta: Sequence[TraceMeta]) -> np.ndarray:
+    """float32 [n, 2]: (r1, r2) per trace. An ungraded attempt is an error, not a silent zero."""
+    missing = [m.problem_id for m in meta if m.grade1 is None or m.grade2 is None]
+    if missing:
+        raise ValueError(f"{len(missing)} traces are ungraded, e.g. {missing[0]}")
+    return np.array([[m.grade1.reward, m.grade2.reward] for m in meta], dtype=np.float32).reshape(-1, 2)

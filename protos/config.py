@@ -57,7 +57,7 @@ class WarmStartConfig(_Section):
 
 
 class TaskConfig(_Section):
-    name: str = Field("sort", description="A registered task (graders.tasks).")
+    name: str = Field("sort", description="A registered task: sort (built in), math, humaneval (graders/registry.py).")
     params: dict[str, int | float | str] = Field(
         default_factory=dict, description="Task-specific knobs, e.g. {min_len: 5, max_len: 8}."
     )
@@ -69,7 +69,7 @@ class TaskConfig(_Section):
 
 
 class ScoreConfig(_Section):
-    """The SCoRe objective (DESIGN.md) and its optimisation."""
+    """The SCoRe objective (learner/training/losses.py) and its optimisation."""
 
     method: Literal["score", "single_turn", "pair_sft"] = Field(
         "score",

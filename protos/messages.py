@@ -25,14 +25,6 @@ class Grade(BaseModel):
     detail: str = ""
 
 
-class PolicyVersion(BaseModel):
-    """Which weights produced a batch; increments on every broadcast from the learner."""
-
-    version: int = Field(ge=0)
-    stage: Literal["base", "stage1", "stage2"] = "base"
-    step: int = Field(0, ge=0)
-
-
 class TraceMeta(BaseModel):
     """Per-trace metadata of a two-attempt trace; token arrays live in TraceBatch."""
 

@@ -20,7 +20,7 @@ def sort_task():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, sort_task):
     """A randomly initialised tiny Qwen2 + tokenizer on disk (no training: seconds to build)."""
-    from learner.tiny_model import build_untrained
+    from learner.model.tiny import build_untrained
     from protos.config import ModelConfig
 
     return build_untrained(ModelConfig(num_layers=2), sort_task, tmp_path_factory.mktemp("tiny"), seed=0)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from learner.ports import free_ports
+from common.ports import free_ports
 
 BIN = Path(sys.executable).parent
 

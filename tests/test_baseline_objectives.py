@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from learner.losses import Objective, advantages, score_loss, stage_schedule
+from learner.training.losses import Objective, advantages, score_loss, stage_schedule
 from protos import ATTEMPT1, ATTEMPT2, CONTEXT
 
 C, A1, A2 = CONTEXT, ATTEMPT1, ATTEMPT2

@@ -1,24 +1,40 @@
-from actors.buffer import TraceBuffer
+"""The trace buffer: bounded by reservation, FIFO, stale batches dropped and counted."""
+import pytest
+
+from learner.driver.buffer import BufferFull, TraceBuffer
+from protos import BatchInfo
 
 
-def test_bounded_and_refuses_when_full():
+def info(version: int) -> BatchInfo:
+    return BatchInfo(policy_version=version, meta=[], rollout_s=0.0, rollout_tokens=0)
+
+
+def test_bounded_by_reservation_and_never_drops_a_batch_silently():
     buf = TraceBuffer(capacity=2)
-    assert buf.put(["a"], version=0, traces=4) and buf.put(["b"], version=0, traces=4)
-    assert not buf.put(["c"], version=0, traces=4)
-    assert buf.stats()["refused_full"] == 1 and buf.stats()["depth"] == 2
+    buf.reserve(2)
+    with pytest.raises(BufferFull, match="0 of 2 slots free"):
+        buf.reserve(1)  # the loop would have to hold its next rollout back
+    buf.put(info(0), "a")
+    buf.put(info(0), "b")
+    assert len(buf) == 2 and buf.free == 0
+    with pytest.raises(BufferFull, match="without a reserved slot"):
+        buf.put(info(0), "c")
+    assert [h for _, h in buf.take(current_version=0, n=5)] == ["a", "b"] and buf.free == 2
 
 
-def test_on_policy_drops_every_stale_batch():
+def test_on_policy_drops_every_stale_batch_and_counts_it():
     buf = TraceBuffer(capacity=8, max_policy_lag=0)
-    buf.put(["old"], version=3, traces=1)
-    buf.put(["new"], version=4, traces=1)
-    assert buf.take(current_version=4, max_batches=5) == ["new"]
-    assert buf.stats()["dropped_stale"] == 1 and buf.stats()["depth"] == 0
+    buf.reserve(2)
+    buf.put(info(3), "old")
+    buf.put(info(4), "new")
+    assert [h for _, h in buf.take(current_version=4, n=5)] == ["new"]
+    assert buf.dropped_stale == 1 and len(buf) == 0
 
 
 def test_lag_allows_recent_versions_in_fifo_order():
     buf = TraceBuffer(capacity=8, max_policy_lag=1)
-    for ref, version in [("v1", 1), ("v2", 2), ("v3", 3)]:
-        buf.put([ref], version=version, traces=1)
-    assert buf.take(current_version=3, max_batches=1) == ["v2"]  # v1 is two versions old: dropped
-    assert buf.take(current_version=3, max_batches=1) == ["v3"]
+    buf.reserve(3)
+    for handle, version in [("v1", 1), ("v2", 2), ("v3", 3)]:
+        buf.put(info(version), handle)
+    assert [h for _, h in buf.take(current_version=3, n=1)] == ["v2"]  # v1 is two versions old: dropped
+    assert [h for _, h in buf.take(current_version=3, n=1)] == ["v3"]

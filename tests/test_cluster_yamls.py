@@ -10,7 +10,7 @@ import ray
 import yaml
 
 from learner.main import parse_args
-from learner.placement import GROUPS, demand, fits, resolve_counts
+from learner.driver.placement import GROUPS, demand, fits, resolve_counts
 from protos import load_config
 
 ROOT = Path(__file__).resolve().parents[1]

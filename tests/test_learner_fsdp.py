@@ -9,9 +9,7 @@ import torch
 from actors.engines.base import SamplingParams
 from actors.engines.hf_engine import TransformersEngine
 from actors.rollout import RolloutWorker
-from actors.turns import Turns
-from learner.losses import Objective
-from protos import Grade
+from learner.training.losses import Objective
 
 
 def _port() -> int:
@@ -21,22 +19,20 @@ def _port() -> int:
 
 
 def _graded_batch(model_dir, task):
-    engine = TransformersEngine.from_pretrained(model_dir)
-    worker = RolloutWorker(engine, Turns(engine.tokenizer, task), engine.pad_id)
-    batch = worker.rollout(task.eval_problems(4), k=3, params=SamplingParams(max_new_tokens=6, temperature=1.0, seed=3))
-    rng = np.random.default_rng(0)
-    for m in batch.meta:  # rewards with variance inside each group, so every advantage term is live
-        m.grade1 = Grade(reward=float(rng.integers(2)), status="pass")
-        m.grade2 = Grade(reward=float(rng.integers(2)), status="pass")
-    return batch
+    worker = RolloutWorker(TransformersEngine.from_pretrained(model_dir), task)
+    _, batch = worker.rollout(task.eval_problems(4), k=3, params=SamplingParams(max_new_tokens=6, temperature=1.0, seed=3))
+    # rewards with variance inside each group, so every advantage term is live
+    rewards = np.random.default_rng(0).integers(2, size=(len(batch), 2)).astype(np.float32)
+    return batch, rewards
 
 
-def _rank(rank, world, port, model_dir, batch, stage, out):
-    from learner.worker import LearnerWorker
+def _rank(rank, world, port, model_dir, graded, stage, out):
+    from learner.training.worker import LearnerWorker
 
     torch.set_num_threads(1)
     w = LearnerWorker(model_dir, rank, world, f"tcp://127.0.0.1:{port}", lr=1e-3, grad_clip=1.0, temperature=1.0)
-    stats = w.train_step(batch, Objective(stage=stage, alpha=10, beta1=0.01, beta2=0.25))
+    batch, rewards = graded
+    stats = w.train_step(Objective(stage=stage, alpha=10, beta1=0.01, beta2=0.25), rewards, batch)
     state = w.full_state_dict()
     if rank == 0:
         out.put(({k: v.numpy().copy() for k, v in state.items()}, stats))  # numpy: plain pickling, no shm

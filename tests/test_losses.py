@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from learner.losses import Objective, advantages, rloo, score_loss, token_logprobs
+from learner.training.losses import Objective, advantages, rloo, score_loss, token_logprobs
 from protos import ATTEMPT1, ATTEMPT2, CONTEXT
 
 C, A1, A2 = CONTEXT, ATTEMPT1, ATTEMPT2

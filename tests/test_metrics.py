@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from learner.metrics import self_correction_metrics
+from learner.driver.metrics import self_correction_metrics
 
 
 def test_five_metrics_on_a_known_set():

@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from actors.engines.nccl_sync import WeightBroadcastGroup
-from learner.ports import free_port
+from actors.weight_sync import WeightBroadcastGroup
+from common.ports import free_port
 
 TIMEOUT_S = 4.0  # for the failure tests: how long a dead or silent peer may cost
 JOIN_S = 120.0  # for the working exchange: a spawned receiver imports torch, maybe initialises CUDA
@@ -39,7 +39,7 @@ def receive_into_engine(port: int, model_dir: str, backend: str, device: str, re
 
     engine = TransformersEngine.from_pretrained(model_dir, device=device)
     group = join(port, 1, backend, device, timeout_s=JOIN_S)
-    group.receive_into(engine)
+    engine.update_weights(*group.receive())
     # numpy pickles by value; a tensor would point into this process's memory, gone once it exits
     results.put((engine.version, {k: v.cpu().numpy() for k, v in engine.model.state_dict().items()}))
     group.close()

@@ -1,7 +1,7 @@
 """Actor placement and `auto` counts from node resources (learner.placement), without Ray."""
 import pytest
 
-from learner.placement import PlacementError, fits, local_resources, missing_resources, ray_options, resolve_counts
+from learner.driver.placement import PlacementError, fits, local_resources, missing_resources, ray_options, resolve_counts
 from protos import ConfigError, load_config
 
 GROUPS = [

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from e2e import ROOT, quick_overrides, run_cli
-from learner import telemetry
-from learner.ports import free_ports
+from common import telemetry
+from common.ports import free_ports
 from ray_head import ray_head
 
 pytestmark = pytest.mark.slow
@@ -200,7 +200,7 @@ def test_local_ray_serves_metrics_on_the_configured_port(tmp_path, monkeypatch):
     """The embedded default (`python -m learner.main` starts its own Ray) exports the same metrics."""
     import ray
 
-    from learner.main import connect_ray
+    from learner.driver.startup import connect_ray
     from protos import RunConfig
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -210,7 +210,7 @@ def test_local_ray_serves_metrics_on_the_configured_port(tmp_path, monkeypatch):
     try:
         (endpoint,) = telemetry.metrics_endpoints()
         assert endpoint.endswith(f":{port}/metrics")
-        telemetry.record_eval({"acc_t1": 62.5, "acc_t2": 75.0, "delta": 12.5, "delta_i2c": 25.0,
+        telemetry.record({"kind": "eval", "acc_t1": 62.5, "acc_t2": 75.0, "delta": 12.5, "delta_i2c": 25.0,
                                "delta_c2i": 12.5, "same_answer": 50.0})
 
         def exported() -> bool:

@@ -12,10 +12,10 @@ import pytest
 import redis
 
 from e2e import ROOT, run_cli
-from learner.redis_server import EmbeddedRedis
-from learner.registry import RunEntry, RunRegistry, connect, get_run, list_runs
+from learner.tracking.redis_server import EmbeddedRedis
+from learner.tracking.registry import RunEntry, RunRegistry, connect, get_run, list_runs
 from protos import load_config
-from learner.ports import free_ports
+from common.ports import free_ports
 
 
 class RedisProcess:

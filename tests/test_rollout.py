@@ -6,23 +6,23 @@ import torch
 from actors.engines.base import SamplingParams
 from actors.engines.hf_engine import TransformersEngine
 from actors.rollout import RolloutWorker
-from actors.turns import Turns
-from learner.losses import token_logprobs
+from learner.training.losses import token_logprobs
 from protos import ATTEMPT1, ATTEMPT2
 
 
 @pytest.fixture(scope="module")
 def worker(tiny_model_dir, sort_task):
-    engine = TransformersEngine.from_pretrained(tiny_model_dir)
-    return RolloutWorker(engine, Turns(engine.tokenizer, sort_task), engine.pad_id)
+    return RolloutWorker(TransformersEngine.from_pretrained(tiny_model_dir), sort_task)
 
 
 def test_batch_layout_is_prompt_attempt1_instruction_attempt2(worker, sort_task):
     problems = sort_task.eval_problems(3)
-    batch = worker.rollout(problems, k=2, params=SamplingParams(max_new_tokens=6, temperature=1.0, seed=0))
-    assert len(batch) == 6 and [m.group for m in batch.meta] == [0, 0, 1, 1, 2, 2]
+    info, batch = worker.rollout(problems, k=2, params=SamplingParams(max_new_tokens=6, temperature=1.0, seed=0))
+    assert len(batch) == 6 and [m.group for m in info.meta] == [0, 0, 1, 1, 2, 2] == batch.groups.tolist()
+    assert info.policy_version == batch.policy_version == 0
+    assert info.rollout_tokens == int((batch.segment > 0).sum())
     instr = worker.turns.instruction_ids
-    for i, m in enumerate(batch.meta):
+    for i, m in enumerate(info.meta):
         row = batch.tokens[i, : batch.lengths[i]].tolist()
         seg = batch.segment[i, : batch.lengths[i]]
         x1 = worker.turns.first(problems[m.group])
@@ -36,7 +36,7 @@ def test_batch_layout_is_prompt_attempt1_instruction_attempt2(worker, sort_task)
 
 
 def test_sampling_logprobs_equal_the_learners_recomputed_logprobs(worker, sort_task):
-    batch = worker.rollout(sort_task.eval_problems(4), k=2, params=SamplingParams(max_new_tokens=8, temperature=0.7, seed=1))
+    _, batch = worker.rollout(sort_task.eval_problems(4), k=2, params=SamplingParams(max_new_tokens=8, temperature=0.7, seed=1))
     with torch.no_grad():
         lp = token_logprobs(worker.engine.model, torch.from_numpy(batch.tokens), torch.from_numpy(batch.lengths), 0.7)
     mask = batch.segment > 0
@@ -45,11 +45,12 @@ def test_sampling_logprobs_equal_the_learners_recomputed_logprobs(worker, sort_t
 
 def test_greedy_is_deterministic_and_batch_carries_one_version(worker, sort_task):
     params = SamplingParams(max_new_tokens=6, temperature=0.0)
-    a = worker.rollout(sort_task.eval_problems(5), 1, params)
-    b = worker.rollout(sort_task.eval_problems(5), 1, params)
+    _, a = worker.rollout(sort_task.eval_problems(5), 1, params)
+    _, b = worker.rollout(sort_task.eval_problems(5), 1, params)
     assert (a.tokens == b.tokens).all()
-    worker.engine.update_weights(7, {k: v * 1.01 for k, v in worker.engine.model.state_dict().items()})
-    assert worker.rollout(sort_task.eval_problems(2), 1, params).policy_version == 7
+    worker.load_weights(7, {k: v * 1.01 for k, v in worker.engine.model.state_dict().items()})
+    info, batch = worker.rollout(sort_task.eval_problems(2), 1, params)
+    assert info.policy_version == batch.policy_version == 7
 
 
 class UpdatedBetweenAttempts(TransformersEngine):
@@ -63,7 +64,7 @@ class UpdatedBetweenAttempts(TransformersEngine):
 
 def test_a_weight_update_during_a_rollout_is_refused(tiny_model_dir, sort_task):
     engine = UpdatedBetweenAttempts.from_pretrained(tiny_model_dir)
-    racing = RolloutWorker(engine, Turns(engine.tokenizer, sort_task), engine.pad_id)
+    racing = RolloutWorker(engine, sort_task)
     with pytest.raises(RuntimeError, match="policy changed from v0 to v2 during a rollout"):
         racing.rollout(sort_task.eval_problems(2), 1, SamplingParams(max_new_tokens=4, temperature=0.0))
 
@@ -72,8 +73,8 @@ def test_batches_of_different_policy_versions_never_merge(worker, sort_task):
     from protos import TraceBatch
 
     params = SamplingParams(max_new_tokens=4, temperature=0.0)
-    old = worker.rollout(sort_task.eval_problems(2), 1, params)
-    worker.engine.update_weights(old.policy_version + 1, worker.engine.model.state_dict())
-    new = worker.rollout(sort_task.eval_problems(2), 1, params)
+    _, old = worker.rollout(sort_task.eval_problems(2), 1, params)
+    worker.load_weights(old.policy_version + 1, worker.engine.model.state_dict())
+    _, new = worker.rollout(sort_task.eval_problems(2), 1, params)
     with pytest.raises(ValueError, match="cannot mix policy versions"):
         TraceBatch.concat([old, new])

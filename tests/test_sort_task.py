@@ -40,26 +40,25 @@ def test_problem_shape_follows_params():
 
 
 def test_an_eval_offset_evaluates_a_disjoint_validation_slice_of_the_held_out_split(sort_task):
-    from learner.loop import TrainLoop
+    from learner.driver.loop import TrainLoop
     from protos import load_config
 
-    loop = TrainLoop()
-    loop.task = sort_task
-    loop.cfg = load_config(None, ["task.eval_size=100"])
-    test, greedy = loop.eval_request()
-    loop.cfg = load_config(None, ["task.eval_size=100", "task.eval_offset=1000"])
-    validation, _ = loop.eval_request()
-    assert greedy.temperature == 0.0
+    def request(*settings):
+        return TrainLoop(load_config(None, list(settings)), sort_task, None, print, print).eval_request()
+
+    reported = request("task.eval_size=100")
+    assert reported.params.temperature == 0.0 and reported.k == 1
+    test = reported.problems
+    validation = request("task.eval_size=100", "task.eval_offset=1000").problems
     assert test == sort_task.eval_problems(100)
     assert validation == sort_task.eval_problems(1100)[1000:]
     assert not {p.prompt for p in test} & {p.prompt for p in validation}
-    loop.cfg = load_config(None, ["task.eval_size=100", "task.eval_offset=1950"])
     with pytest.raises(ValueError, match=r"task.eval_offset \+ task.eval_size = 2050 exceeds the held-out split \(2000"):
-        loop.eval_request()
+        request("task.eval_size=100", "task.eval_offset=1950")
 
 
 def test_a_validation_slice_is_named_as_such_in_tables_and_logs():
-    from learner.loop import held_out_label
+    from learner.driver.loop import held_out_label
     from protos import load_config
 
     assert held_out_label(load_config().task) == "256 held-out problems"

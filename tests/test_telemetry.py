@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from e2e import ROOT
-from learner import telemetry
-from learner.metrics import METRIC_NAMES
+from common import telemetry
+from learner.driver.metrics import METRIC_NAMES
 from protos import ConfigError, RunConfig, load_config
 
 DASHBOARD = json.loads((ROOT / "cluster/grafana/dashboards/score-rl.json").read_text())
@@ -18,9 +18,9 @@ EXPRS = [t["expr"] for p in DASHBOARD["panels"] for t in p.get("targets", [])]
 
 
 def full_train_record() -> dict:
-    """Every key record_train_step reads, as the controller's record has them."""
+    """Every key a training step's record must hold for telemetry, as the training loop writes it."""
     keys = {key.format(split="train_") for spec in (*telemetry.TRAIN_STEP, *telemetry.SELF_CORRECTION) for key, _ in spec.reads}
-    return {key: 1.0 for key in keys}
+    return {"kind": "train", **{key: 1.0 for key in keys}}
 
 
 def test_names_follow_prometheus_conventions():
@@ -44,9 +44,9 @@ def test_self_correction_metrics_cover_the_papers_five():
 def test_recording_outside_ray_is_a_no_op_and_starts_no_ray():
     import ray
 
-    telemetry.record_train_step(full_train_record())
-    telemetry.record_eval({key: 50.0 for key in (*METRIC_NAMES, "same_answer")})
-    telemetry.record_rollout({"rollout_tokens": 100.0, "rollout_s": 0.5})
+    telemetry.record(full_train_record())
+    telemetry.record({"kind": "eval", **{key: 50.0 for key in (*METRIC_NAMES, "same_answer")}})
+    telemetry.record_rollout(100, 0.5)
     telemetry.record_buffer(3, lag=0)
     telemetry.count_grades(["pass", "fail", "pass"])
     with telemetry.grade_timer():
@@ -58,7 +58,7 @@ def test_a_record_without_a_metric_key_is_named():
     record = full_train_record()
     del record["grad_norm"]
     with pytest.raises(KeyError, match="grad_norm"):
-        telemetry.record_train_step(record)
+        telemetry.record(record)
 
 
 def test_readme_lists_every_exported_metric():
@@ -108,7 +108,7 @@ def test_a_busy_metrics_port_stops_the_run_before_ray_starts(tmp_path, monkeypat
 
     import ray
 
-    from learner.main import StartupError, connect_ray
+    from learner.driver.startup import StartupError, connect_ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     with socket.socket() as busy:

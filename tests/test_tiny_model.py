@@ -2,7 +2,7 @@
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from learner.tiny_model import build_tokenizer
+from learner.model.tiny import build_tokenizer
 
 
 def test_saved_tokenizer_reloads_with_identical_ids(sort_task, tiny_model_dir, tmp_path):

@@ -17,7 +17,7 @@ from actors.engines.base import SamplingParams  # noqa: E402
 from actors.engines.hf_engine import TransformersEngine  # noqa: E402
 from actors.engines.vllm_engine import VLLMEngine  # noqa: E402
 from graders.registry import make_task  # noqa: E402
-from learner.tiny_model import build_untrained  # noqa: E402
+from learner.model.tiny import build_untrained  # noqa: E402
 from protos.config import ModelConfig  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 

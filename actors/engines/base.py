@@ -24,9 +24,14 @@ class Generation:
 
 
 class GenerationEngine(ABC):
-    """Holds one policy's weights; generates; takes new weights in place."""
+    """Holds one policy's weights; generates; takes new weights in place.
+
+    `tokenizer` is the model directory's own (a transformers tokenizer): the rollout renders turns
+    and decodes attempts with it, the engine itself speaks token ids only.
+    """
 
     version: int = 0
+    tokenizer = None
 
     @abstractmethod
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:

@@ -64,6 +64,9 @@ class VLLMEngine(GenerationEngine):
             )
         finally:
             torch.set_num_threads = set_num_threads
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.version = 0
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:

@@ -24,7 +24,7 @@ from actors.engines.base import SamplingParams
 from actors.engines.hf_engine import TransformersEngine
 from actors.turns import Turns
 from graders.base import Task
-from learner.tiny_model import build_model, build_tokenizer
+from learner.model.tiny import build_model, build_tokenizer
 from protos import RunConfig
 
 RECIPE = "sft-v2"  # bump when the warm-start's data or loop changes, to invalidate caches

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from protos import TraceBatch
+from protos import TraceMeta, rewards
 
 METRIC_NAMES = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i")
 
@@ -23,11 +23,12 @@ def self_correction_metrics(r1: np.ndarray, r2: np.ndarray) -> dict[str, float]:
     }
 
 
-def batch_metrics(batch: TraceBatch) -> dict[str, float]:
-    """The five metrics plus how often attempt 2 repeats attempt 1 (the paper's collapse signal)."""
-    r1, r2 = batch.rewards()
-    out = self_correction_metrics(r1, r2)
-    out["same_answer"] = 100.0 * float(np.mean([m.attempt1.strip() == m.attempt2.strip() for m in batch.meta]))
+def trace_metrics(meta: list[TraceMeta]) -> dict[str, float]:
+    """The five metrics of graded traces, plus how often attempt 2 repeats attempt 1 (the paper's
+    collapse signal)."""
+    r = rewards(meta)
+    out = self_correction_metrics(r[:, 0], r[:, 1])
+    out["same_answer"] = 100.0 * float(np.mean([m.attempt1.strip() == m.attempt2.strip() for m in meta]))
     return out
 
 

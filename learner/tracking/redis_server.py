@@ -22,7 +22,7 @@ from pathlib import Path
 
 import redis
 
-from learner.ports import free_port
+from common.ports import free_port
 
 
 class RedisUnavailable(RuntimeError):

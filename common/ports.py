@@ -2,7 +2,7 @@
 embedded redis-server, a test's Ray head).
 
 A port found free can be taken by another process before its user binds it; callers that start a
-server retry on that (learner/redis_server.py), and a rendezvous fails loudly within its timeout.
+server retry on that (learner/tracking/redis_server.py), and a rendezvous fails loudly within its timeout.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Prometheus metrics of every component, recorded with Ray's metrics API (`ray.util.metrics`).
 
-Why Ray's API rather than prometheus-client: a metric recorded in any Ray process (the controller,
+Why Ray's API rather than prometheus-client: a metric recorded in any Ray process (the driver,
 a rollout or grader actor, a grading task) is served by its node's metrics agent on one port per
 node (`ray start --metrics-export-port`), and the head writes a Prometheus service-discovery file
 that lists every node. Actors need no HTTP server or port of their own, and a cluster is scraped
@@ -23,7 +23,7 @@ from typing import Iterator, Literal
 
 PREFIX = "score_"
 
-# Where a second goes in a training step: the controller's record key for each phase.
+# Where a second goes in a training step: the training loop's record key for each phase.
 STEP_PHASES = {"rollout": "rollout_s", "grading": "grading_s", "learner": "learner_s", "weight_sync": "sync_s"}
 
 
@@ -67,7 +67,7 @@ SELF_CORRECTION = (
          ("split",), (("{split}same_answer", {}),)),
 )
 
-# Read from the controller's record of each training step (learner stats are rank 0's, which are
+# Read from the training loop's record of each step (learner stats are rank 0's, which are
 # the group's: they are all-reduced, so one process exports them, not every rank).
 TRAIN_STEP = (
     Spec("reward", "Mean sampled reward of the last step, per attempt (0-1).", ("attempt",), _per_attempt("reward_t{t}")),
@@ -131,26 +131,23 @@ def _set(specs: tuple[Spec, ...], record: dict, split: str | None = None, key_pr
             _metric(spec).set(float(record[key.format(split=key_prefix)]), tags={**labels, **split_label})
 
 
-def record_train_step(record: dict) -> None:
-    """The controller's record of one training step (learner/controller.py builds it)."""
-    _set(TRAIN_STEP, record)
-    _set(SELF_CORRECTION, record, "train", key_prefix="train_")
+def record(record: dict) -> None:
+    """A metrics.jsonl record from the training loop (learner/driver/loop.py builds them): a
+    training step's, or a greedy held-out evaluation's five metrics (and the copy rate)."""
+    if record["kind"] == "train":
+        _set(TRAIN_STEP, record)
+        _set(SELF_CORRECTION, record, "train", key_prefix="train_")
+    elif record["kind"] == "eval":
+        _set(SELF_CORRECTION, record, "eval")
 
 
-def record_eval(metrics: dict[str, float]) -> None:
-    """The five metrics (and the copy rate) of a greedy held-out evaluation."""
-    _set(SELF_CORRECTION, metrics, "eval")
-
-
-def record_rollout(timings: dict[str, float]) -> None:
-    """A rollout actor's batch timings (tokens and seconds), labelled with the actor's id."""
+def record_rollout(tokens: int, seconds: float) -> None:
+    """A rollout actor's last batch: tokens generated per second, labelled with the actor's id."""
     import ray
 
     # (asking for the runtime context outside Ray would start a local Ray)
     actor = ray.get_runtime_context().get_actor_id() if ray.is_initialized() else None
-    actor = (actor or "driver")[:8]
-    rate = timings["rollout_tokens"] / max(timings["rollout_s"], 1e-9)
-    _metric(ROLLOUT_TOKENS_PER_SECOND).set(rate, tags={"actor": actor})
+    _metric(ROLLOUT_TOKENS_PER_SECOND).set(tokens / max(seconds, 1e-9), tags={"actor": (actor or "driver")[:8]})
 
 
 def record_buffer(depth: int, lag: int | None = None) -> None:

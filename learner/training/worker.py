@@ -1,7 +1,7 @@
 """One rank of the learner: the policy sharded with FSDP2, the frozen reference, the SCoRe update.
 
-Every rank receives the whole graded batch (an ObjectRef resolved by Ray), computes the RLOO
-advantages on it (they need every sample of a prompt), and trains on its own slice of the rows.
+Every rank receives the whole batch (ObjectRefs resolved by Ray) and its rewards, computes the
+RLOO advantages on it (they need every sample of a prompt), and trains on its own slice of the rows.
 FSDP2 averages gradients over ranks, so each rank's loss is scaled by the world size to make the
 update equal to the single-process one on the full batch.
 """
@@ -15,8 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from learner.losses import Objective, advantages, score_loss, token_logprobs
-from learner.metrics import batch_metrics
+from learner.training.losses import Objective, advantages, score_loss, token_logprobs
 from protos import TraceBatch
 
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=5)
@@ -57,10 +56,14 @@ class LearnerWorker:
     def my_rows(self, n: int) -> np.ndarray:
         return np.arange(self.rank, n, self.world_size)
 
-    def train_step(self, batch: TraceBatch, objective: Objective) -> dict[str, float]:
+    def train_step(self, objective: Objective, rewards: np.ndarray, *batches: TraceBatch) -> dict[str, float]:
+        """One update on `batches` (one policy version), whose traces in order have `rewards`
+        (float [n, 2]: attempt 1, attempt 2). Returns the step's stats, the same on every rank."""
         started = time.perf_counter()
-        r1, r2 = batch.rewards()
-        adv1, adv2 = advantages(r1, r2, batch.groups(), objective)
+        batch = TraceBatch.concat(batches)
+        if rewards.shape != (len(batch), 2):
+            raise ValueError(f"rewards of shape {rewards.shape} for {len(batch)} traces")
+        adv1, adv2 = advantages(rewards[:, 0], rewards[:, 1], batch.groups, objective)
         rows = self.my_rows(len(batch))
         shard = batch.select(rows)
         tokens = torch.from_numpy(shard.tokens)
@@ -99,13 +102,7 @@ class LearnerWorker:
         }
         totals = self._sum_over_ranks(local)
         tokens_total = max(totals.pop("tokens"), 1.0)
-        sampled = batch_metrics(batch)  # the five metrics on this step's samples, in % of traces
         return {
-            **{f"train_{k}": v for k, v in sampled.items()},
-            "reward_t1": float(r1.mean()),
-            "reward_t2": float(r2.mean()),
-            "rollout_tokens": batch.timings.get("rollout_tokens", 0.0),
-            "sampled_policy_version": batch.policy_version,
             **{k: v for k, v in totals.items() if not k.endswith("_sum")},
             "logprob_abs_diff": totals["logprob_abs_diff_sum"] / tokens_total,
             "logprob_kl": totals["logprob_kl_sum"] / tokens_total,
@@ -128,10 +125,13 @@ class LearnerWorker:
         state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return state if self.rank == 0 else None
 
-    def save(self, out_dir: str | Path, state: dict[str, torch.Tensor]) -> None:
-        """Write a Hugging Face directory (rank 0, with the state from full_state_dict)."""
+    def save(self, out_dir: str | Path) -> None:
+        """Write a Hugging Face directory (rank 0). Every rank must call it: it gathers the weights."""
         from transformers import AutoModelForCausalLM
 
+        state = self.full_state_dict()
+        if state is None:
+            return
         model = AutoModelForCausalLM.from_config(self.reference.config)
         model.load_state_dict(state)
         model.save_pretrained(out_dir)

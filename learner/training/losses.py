@@ -1,4 +1,4 @@
-"""The Stage I and Stage II objectives of SCoRe (DESIGN.md), as losses to minimise.
+"""The Stage I and Stage II objectives of SCoRe (Kumar et al. 2024, arXiv 2409.12917), as losses to minimise.
 
 Policy gradient: REINFORCE with a leave-one-out baseline (RLOO) over the k samples of a prompt,
 discount 0: the tokens of each attempt are credited with that attempt's own (shaped) reward.

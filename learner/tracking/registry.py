@@ -16,7 +16,7 @@ from typing import Callable
 
 import redis
 
-from learner.redis_server import EmbeddedRedis, RedisUnavailable
+from learner.tracking.redis_server import EmbeddedRedis, RedisUnavailable
 from protos import RunConfig, dump_config
 
 INDEX = "score:runs"

@@ -1,0 +1,60 @@
+"""The loop's steps in one process, without Ray: the same plain classes the Ray actors wrap.
+
+`RolloutWorker` (transformers engine), `GraderWorker`, and `LearnerWorker` (one FSDP2 rank on
+gloo), called directly. It exists so that many small runs (the experiment suite's methods x seeds,
+hyperparameter sweeps) can run side by side, one per core, without a Ray session each.
+`learner.main` remains the system entry point; a step here is the same computation as a step on Ray.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from actors.engines.hf_engine import TransformersEngine
+from actors.rollout import RolloutWorker
+from common.ports import free_port
+from graders.pool import GraderWorker
+from graders.registry import make_task
+from learner.driver.loop import Request
+from learner.training.losses import Objective
+from learner.training.worker import LearnerWorker
+from protos import BatchInfo, RunConfig, TraceBatch
+
+
+class LocalBackend:
+    def __init__(self, cfg: RunConfig, base_dir: str | Path):
+        self.rollout = RolloutWorker(TransformersEngine.from_pretrained(str(base_dir)), make_task(cfg.task.name, cfg.task.params))
+        self.grader = GraderWorker(cfg.task.name, cfg.task.params)
+        self.learner = LearnerWorker(
+            str(base_dir), rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{free_port()}",
+            lr=cfg.score.lr, grad_clip=cfg.score.grad_clip, temperature=cfg.score.temperature, seed=cfg.seed,
+        )
+
+    def submit(self, request: Request) -> list:
+        """Samples now (the engine holds the weights the loop last synced); grading waits for collect."""
+        info, batch = self.rollout.rollout(request.problems, request.k, request.params)
+        return [(request, info, batch)]
+
+    def wait_rollouts(self, shards: list) -> None:
+        pass  # sampled in submit
+
+    def collect(self, shard) -> tuple[BatchInfo, TraceBatch]:
+        request, info, batch = shard
+        info.set_grades(self.grader.grade_traces(request.problems, info))
+        return info, batch
+
+    def train(self, objective: Objective, rewards: np.ndarray, batches: list[TraceBatch]) -> dict[str, float]:
+        return self.learner.train_step(objective, rewards, *batches)
+
+    def sync(self, version: int) -> float:
+        started = time.perf_counter()
+        self.rollout.load_weights(version, self.learner.full_state_dict())
+        return time.perf_counter() - started
+
+    def save(self, out_dir: str) -> None:
+        self.learner.save(out_dir)
+
+    def close(self) -> None:
+        self.learner.close()
