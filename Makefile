@@ -19,6 +19,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
+	@$(PY) -m pip install -q -e ".[bench]" && $(PY) -c 'import torch; assert torch.__version__ == "2.13.0+cpu", torch.__version__'
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

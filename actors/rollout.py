@@ -2,9 +2,16 @@
 
 `RolloutWorker` is the logic (testable in-process with any engine); `RolloutActor` is its thin Ray
 wrapper, which builds the engine where the actor runs and takes part in weight transport.
+
+New weights are staged, not loaded: they may arrive at any time (on the actor's own "weights"
+thread, so a broadcast never waits for a rollout to finish), and the engine takes the newest
+staged version between requests, at the start of the next rollout. A request may name the oldest
+version it accepts (`min_version`): the rollout waits for weights at least that new, which is how
+the driver bounds the policy lag of what it will train on.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import ray
@@ -21,14 +28,38 @@ from protos import BatchInfo, Problem, TraceBatch, TraceMeta
 class RolloutWorker:
     """One engine, one policy version per batch."""
 
-    def __init__(self, engine: GenerationEngine, task: Task):
+    def __init__(self, engine: GenerationEngine, task: Task, weights_timeout_s: float = 300.0):
         self.engine = engine
         self.turns = Turns(engine.tokenizer, task)
         self.pad_id = engine.tokenizer.pad_token_id
+        self.weights_timeout_s = weights_timeout_s
+        self._staged: tuple[int, dict] | None = None
+        self._weights_arrived = threading.Condition()
 
-    def rollout(self, problems: list[Problem], k: int, params: SamplingParams) -> tuple[BatchInfo, TraceBatch]:
+    def load_weights(self, version: int, state_dict: dict) -> None:
+        """Stage new weights; the engine takes them before its next rollout."""
+        with self._weights_arrived:
+            if self._staged is None or version > self._staged[0]:
+                self._staged = (version, state_dict)
+            self._weights_arrived.notify_all()
+
+    def _take_weights(self, min_version: int) -> None:
+        """Load the newest staged weights, first waiting for some of at least `min_version`."""
+        with self._weights_arrived:
+            newest = lambda: max(self.engine.version, self._staged[0] if self._staged else -1)  # noqa: E731
+            if not self._weights_arrived.wait_for(lambda: newest() >= min_version, self.weights_timeout_s):
+                raise TimeoutError(
+                    f"a rollout needs policy v{min_version} or newer, but the engine holds v{self.engine.version} "
+                    f"and no newer weights arrived within {self.weights_timeout_s:g}s"
+                )
+            staged, self._staged = self._staged, None
+        if staged is not None and staged[0] > self.engine.version:
+            self.engine.update_weights(*staged)
+
+    def rollout(self, problems: list[Problem], k: int, params: SamplingParams, min_version: int = 0) -> tuple[BatchInfo, TraceBatch]:
         """k traces per problem: what the driver reads, and the arrays the learner trains on."""
-        version = self.engine.version  # weights change only between calls, so the batch has one version
+        self._take_weights(min_version)
+        version = self.engine.version  # weights change only between rollouts, so the batch has one version
         started = time.perf_counter()
         prompts = [self.turns.first(p) for p in problems for _ in range(k)]
         first = self.engine.generate(prompts, params)
@@ -49,7 +80,6 @@ class RolloutWorker:
             for group, g1, g2 in zip(groups, first, second)
         ]
         batch = TraceBatch.from_parts(
-            version,
             groups,
             prompts,
             [g.token_ids for g in first],
@@ -63,18 +93,27 @@ class RolloutWorker:
         telemetry.record_rollout(info.rollout_tokens, info.rollout_s)
         return info, batch
 
-    def load_weights(self, version: int, state_dict: dict) -> None:
-        self.engine.update_weights(version, state_dict)
 
 
-@ray.remote
+@ray.remote(concurrency_groups={"weights": 1})
 class RolloutActor(RolloutWorker, WeightReceiver):
-    """Thin Ray wrapper: builds its engine in the actor's process. Call `rollout` with
-    `.options(num_returns=2)`, so the driver can fetch the BatchInfo alone."""
+    """Thin Ray wrapper: builds its engine in the actor's process. Rollouts run one at a time in
+    the default group; weight transport (actors/weight_sync.py) calls into the "weights" group, so
+    it proceeds while a rollout runs. Call `rollout` with `.options(num_returns=2)`, so the driver
+    can fetch the BatchInfo alone."""
 
-    def __init__(self, engine_kind: str, model_dir: str, task_name: str, task_params: dict, threads: int):
+    def __init__(self, engine_kind: str, model_dir: str, task_name: str, task_params: dict, threads: int,
+                 weights_timeout_s: float):
         from actors.engines import make_engine
         from graders.registry import make_task
 
         configure_process(threads)
-        super().__init__(make_engine(engine_kind, model_dir), make_task(task_name, task_params))
+        self.threads = threads
+        super().__init__(make_engine(engine_kind, model_dir), make_task(task_name, task_params), weights_timeout_s)
+
+    def rollout(self, *args, **kwargs):
+        # An actor with concurrency groups runs each group on a thread of its own, and a thread's
+        # OpenMP thread count is its own: set it where the engine runs (vLLM's CPU attention
+        # checks that it computes with as many threads as it planned for).
+        configure_process(self.threads)
+        return super().rollout(*args, **kwargs)

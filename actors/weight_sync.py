@@ -12,7 +12,10 @@ nodes the same group runs on gloo, which is how CI exercises it. Every collectiv
 so a dead rollout engine or learner is an error, not a hang.
 
 The actors' side: `WeightSender` (mixed into the learner's Ray actor) and `WeightReceiver` (mixed
-into the rollout actor) are the methods the two backends call on them.
+into the rollout actor) are the methods the two backends call on them. A rollout actor takes them
+on its "weights" thread, next to the rollout in progress, and stages what it receives: the engine
+loads it between requests (actors/rollout.py). So neither backend ever waits for a rollout to end,
+and a collective broadcast costs the learner the transfer only, not the engines' time to finish.
 """
 from __future__ import annotations
 
@@ -116,7 +119,7 @@ class WeightSender(WeightGroupMember):
 
 
 class WeightReceiver(WeightGroupMember):
-    """A rollout engine's end. Needs `load_weights(version, state_dict)`."""
+    """A rollout engine's end. Needs `load_weights(version, state_dict)` (which may stage them)."""
 
     def receive_weights(self) -> int:
         version, state_dict = self.weight_group.receive()
@@ -141,7 +144,7 @@ class ObjectStoreSync(WeightSync):
 
         started = time.perf_counter()
         state_ref = learners.state_dict_ref()
-        ray.get([a.update_weights.remote(version, state_ref) for a in rollout_actors])
+        ray.get([_weights_thread(a.update_weights).remote(version, state_ref) for a in rollout_actors])
         return time.perf_counter() - started
 
 
@@ -155,7 +158,8 @@ class CollectiveSync(WeightSync):
         world = 1 + len(rollout_actors)
         ray.get(
             [learners.actors[0].join_weight_group.remote(host, port, 0, world, backend, timeout_s)]
-            + [a.join_weight_group.remote(host, port, i + 1, world, backend, timeout_s) for i, a in enumerate(rollout_actors)]
+            + [_weights_thread(a.join_weight_group).remote(host, port, i + 1, world, backend, timeout_s)
+               for i, a in enumerate(rollout_actors)]
         )
 
     def broadcast(self, learners, rollout_actors: list, version: int) -> float:
@@ -163,8 +167,14 @@ class CollectiveSync(WeightSync):
 
         started = time.perf_counter()
         # every learner rank takes part in gathering the full weights; rank 0 also sends them
-        ray.get([a.send_weights.remote(version) for a in learners.actors] + [a.receive_weights.remote() for a in rollout_actors])
+        ray.get([a.send_weights.remote(version) for a in learners.actors]
+                + [_weights_thread(a.receive_weights).remote() for a in rollout_actors])
         return time.perf_counter() - started
+
+
+def _weights_thread(method):
+    """A rollout actor's method, called on its "weights" thread (not behind queued rollouts)."""
+    return method.options(concurrency_group="weights")
 
 
 def make_weight_sync(cluster: ClusterConfig, learners, rollout_actors: list) -> WeightSync:

@@ -86,8 +86,15 @@ TRAIN_STEP = (
          reads=(("logprob_kl", {}),)),
     Spec("learner_tokens_per_second", "Tokens the learner trained on per second of its update, last step.",
          reads=(("learner_tokens_per_s", {}),)),
+    Spec("importance_ratio", "pi_learner / pi_sampler over the last step's sampled tokens, before truncation (mean, max).",
+         ("stat",), (("is_ratio_mean", {"stat": "mean"}), ("is_ratio_max", {"stat": "max"}))),
+    Spec("importance_clipped_fraction", "Fraction of the last step's sampled tokens whose importance ratio was truncated.",
+         reads=(("is_clipped_frac", {}),)),
+    Spec("stale_batches_dropped", "Rollout batches dropped as more than cluster.max_policy_lag versions old, since the start.",
+         reads=(("batches_stale_total", {}),)),
     Spec("step_seconds", "Wall time of the last training step.", reads=(("step_s", {}),)),
-    Spec("step_phase_seconds", "Wall time of the last step's phases (they add up to about step_seconds).",
+    Spec("step_phase_seconds", "Wall time of the last step's phases: waiting for rollouts, for grades (0 when the "
+         "pipeline hides them), the learner's update, the weight sync (they add up to about step_seconds).",
          ("phase",), tuple((key, {"phase": phase}) for phase, key in STEP_PHASES.items())),
 )
 

@@ -61,12 +61,28 @@ GraderActor = ray.remote(GraderWorker)  # thin Ray wrapper: no Ray-specific logi
 
 
 @dataclass
-class PendingGrades:
-    """Grading in flight: one call per actor span, and how to stand in for a span that fails."""
+class Span:
+    """Items a..b, sent to actor `index` (the handle it had then) as `ref`."""
 
-    calls: list[tuple[int, int, Any]]  # (actor index, items in the span, ObjectRef of its list)
+    index: int
+    a: int
+    b: int
+    actor: Any
+    ref: Any
+
+
+@dataclass
+class PendingGrades:
+    """Grading in flight: one call per actor span, how to make it, and how to stand in for a span that fails."""
+
+    spans: list[Span]
+    call: Callable[[Any, int, int], Any]  # (actor, a, b) -> ObjectRef of the span's items
     failed: Callable[[int, str, str], list]  # (items, status, detail) -> stand-in items
     waits_for: Any = None  # an ObjectRef the calls depend on (the rollout): the deadline starts once it is ready
+
+    @property
+    def refs(self) -> list:
+        return [span.ref for span in self.spans]
 
 
 class GraderPool:
@@ -102,12 +118,17 @@ class GraderPool:
         stand-ins naming it, and that actor is restarted or replaced before this returns."""
         if pending.waits_for is not None:  # the rollout's own time is not grading time (the caller
             ray.wait([pending.waits_for], fetch_local=False)  # fetches it first: a failed rollout raises there)
-        refs = [ref for _, _, ref in pending.calls]
+        for span in pending.spans:  # sent to an actor replaced since (a stuck one, for an earlier batch): resend
+            if span.actor is not self.actors[span.index]:
+                span.actor, span.ref = self.actors[span.index], pending.call(self.actors[span.index], span.a, span.b)
+        refs = pending.refs
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.batch_timeout_s, fetch_local=False)
         finished = set(ready)
         items: list = []
-        for i, n, ref in pending.calls:
-            items += self._result(i, n, ref, pending.failed) if ref in finished else self._give_up(i, n, pending.failed)
+        for span in pending.spans:
+            n = span.b - span.a
+            items += (self._result(span.index, n, span.ref, pending.failed) if span.ref in finished
+                      else self._give_up(span.index, n, pending.failed))
         grades = [g for item in items for g in (item if isinstance(item, tuple) else (item,))]
         telemetry.count_grades([g.status for g in grades])  # here, so timeouts and dead actors count too
         return items
@@ -117,9 +138,11 @@ class GraderPool:
             ray.kill(actor, no_restart=True)
 
     def _spread(self, n: int, call: Callable, failed: Callable) -> PendingGrades:
-        spans = _spans(n, len(self.actors))
-        calls = [(i, b - a, call(actor, a, b)) for i, (actor, (a, b)) in enumerate(zip(self.actors, spans)) if b > a]
-        return PendingGrades(calls, failed)
+        spans = [
+            Span(i, a, b, actor, call(actor, a, b))
+            for i, (actor, (a, b)) in enumerate(zip(self.actors, _spans(n, len(self.actors)))) if b > a
+        ]
+        return PendingGrades(spans, call, failed)
 
     def _result(self, i: int, n: int, ref: ray.ObjectRef, failed: Callable) -> list:
         try:

@@ -40,7 +40,6 @@ class BatchInfo:
 
 @dataclass
 class TraceBatch:
-    policy_version: int
     groups: np.ndarray  # int64 [n]: the prompt each row samples; the k samples of a prompt share it
     tokens: np.ndarray  # int64 [n, T], right-padded with pad_id
     segment: np.ndarray  # int8 [n, T]: CONTEXT / ATTEMPT1 / ATTEMPT2
@@ -53,7 +52,6 @@ class TraceBatch:
     @classmethod
     def from_parts(
         cls,
-        policy_version: int,
         groups: Sequence[int],
         prompts: Sequence[Sequence[int]],
         attempts1: Sequence[Sequence[int]],
@@ -78,14 +76,12 @@ class TraceBatch:
             logprobs[i, a1 : a1 + len(attempts1[i])] = logprobs1[i]
             logprobs[i, a2 : a2 + len(attempts2[i])] = logprobs2[i]
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
-        return cls(policy_version, np.asarray(groups, dtype=np.int64), tokens, segment, lengths, logprobs)
+        return cls(np.asarray(groups, dtype=np.int64), tokens, segment, lengths, logprobs)
 
     @classmethod
     def concat(cls, batches: Sequence["TraceBatch"]) -> "TraceBatch":
-        """One batch from several of the same policy version; prompt groups stay distinct."""
-        versions = {b.policy_version for b in batches}
-        if len(versions) != 1:
-            raise ValueError(f"cannot mix policy versions {sorted(versions)} in one batch")
+        """One batch from several (they may come from different policy versions: each row keeps the
+        engine's log-probs it was sampled with); prompt groups stay distinct."""
         groups, offset = [], 0
         for b in batches:
             groups.append(b.groups + offset)
@@ -93,7 +89,6 @@ class TraceBatch:
         width = max(b.tokens.shape[1] for b in batches)
         pad = lambda a, value: np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=value)  # noqa: E731
         return cls(
-            versions.pop(),
             np.concatenate(groups),
             np.concatenate([pad(b.tokens, 0) for b in batches]),  # past `lengths` nothing is read
             np.concatenate([pad(b.segment, 0) for b in batches]),
@@ -106,7 +101,6 @@ class TraceBatch:
         rows = np.asarray(rows, dtype=np.int64)
         width = int(self.lengths[rows].max()) if len(rows) else 0
         return TraceBatch(
-            self.policy_version,
             self.groups[rows],
             self.tokens[rows, :width],
             self.segment[rows, :width],

@@ -92,6 +92,11 @@ class ScoreConfig(_Section):
     temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (the learner scores at it too).")
     max_new_tokens: int = Field(48, ge=1, description="Longest attempt, in tokens.")
     grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
+    importance_ratio_cap: float | None = Field(
+        2.0, ge=1,
+        description="Off-policy correction when cluster.max_policy_lag >= 1: each sampled token's policy-gradient term "
+        "is weighted by min(pi_learner / pi_sampler, cap), truncated importance sampling; unset = no correction.",
+    )
 
 
 class EvalConfig(_Section):
@@ -145,15 +150,35 @@ class ClusterConfig(_Section):
     )
     grader_resources: dict[str, float] = Field(default_factory=dict, description="The same for each grader actor.")
     learner_resources: dict[str, float] = Field(default_factory=dict, description="The same for each learner rank.")
-    torch_threads: int = Field(0, ge=0, description="Threads per rollout/learner process; 0 = the node's cores.")
+    torch_threads: int = Field(
+        0, ge=0,
+        description="Threads per rollout/learner process; 0 = the CPUs it reserves (rollout_cpus, learner_cpus), at least 1.",
+    )
     grade_timeout_s: float = Field(120, gt=0, description="Deadline for grading one batch; late grades score 0.")
-    buffer_capacity: int = Field(16, ge=1, description="Trace batches the buffer holds at most.")
-    max_policy_lag: int = Field(0, ge=0, description="Oldest policy version a trained batch may come from (0 = on-policy).")
+    buffer_capacity: int = Field(
+        16, ge=1,
+        description="Rollout batches (one per rollout actor per step) the trace buffer holds, in flight or waiting "
+        "for the learner; when full, no further rollouts are requested.",
+    )
+    max_policy_lag: int = Field(
+        1, ge=0,
+        description="How many updates behind the learner a trained batch's policy may be: rollouts run this many steps "
+        "ahead of the learner. 0 = strictly on-policy, rollouts and learner take turns.",
+    )
     metrics_export_port: int | None = Field(
         None, ge=1, le=65535,
         description="Local Ray only: the port its metrics agent serves Prometheus metrics on; unset = a free one "
         "(logged). On a cluster: `ray start --metrics-export-port`.",
     )
+
+    @model_validator(mode="after")
+    def _buffer(self) -> "ClusterConfig":
+        if isinstance(self.rollout_actors, int) and self.buffer_capacity < self.rollout_actors:
+            raise ValueError(
+                f"buffer_capacity={self.buffer_capacity} cannot hold one step's batches (one per rollout actor: "
+                f"rollout_actors={self.rollout_actors})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _placement(self) -> "ClusterConfig":

@@ -19,7 +19,8 @@ def test_bounded_by_reservation_and_never_drops_a_batch_silently():
     assert len(buf) == 2 and buf.free == 0
     with pytest.raises(BufferFull, match="without a reserved slot"):
         buf.put(info(0), "c")
-    assert [h for _, h in buf.take(current_version=0, n=5)] == ["a", "b"] and buf.free == 2
+    fresh, stale = buf.take(current_version=0, n=5)
+    assert [h for _, h in fresh] == ["a", "b"] and stale == [] and buf.free == 2
 
 
 def test_on_policy_drops_every_stale_batch_and_counts_it():
@@ -27,7 +28,8 @@ def test_on_policy_drops_every_stale_batch_and_counts_it():
     buf.reserve(2)
     buf.put(info(3), "old")
     buf.put(info(4), "new")
-    assert [h for _, h in buf.take(current_version=4, n=5)] == ["new"]
+    fresh, stale = buf.take(current_version=4, n=5)
+    assert [h for _, h in fresh] == ["new"] and [i.policy_version for i in stale] == [3]
     assert buf.dropped_stale == 1 and len(buf) == 0
 
 
@@ -36,5 +38,6 @@ def test_lag_allows_recent_versions_in_fifo_order():
     buf.reserve(3)
     for handle, version in [("v1", 1), ("v2", 2), ("v3", 3)]:
         buf.put(info(version), handle)
-    assert [h for _, h in buf.take(current_version=3, n=1)] == ["v2"]  # v1 is two versions old: dropped
-    assert [h for _, h in buf.take(current_version=3, n=1)] == ["v3"]
+    fresh, stale = buf.take(current_version=3, n=2)
+    assert [h for _, h in fresh] == ["v2"] and len(stale) == 1  # v1 is two versions old: dropped, and said so
+    assert [h for _, h in buf.take(current_version=3, n=1)[0]] == ["v3"]

@@ -37,7 +37,7 @@ def test_quick_suite_runs_every_method_and_writes_the_table(tmp_path):
     table = (out / "quick.md").read_text()
     table_rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     assert "SCoRe" in table and "Δ(t1,t2)" in table and len(table_rows) == len(METHODS) + 1  # header + methods
-    for png in ("training_curves.png", "deltas.png"):
+    for png in ("quick_training_curves.png", "quick_deltas.png"):
         assert (out / png).stat().st_size > 5000
     # each run's held-out evaluations and training records are kept
     evals = result["curves"]["score-s0"]["evals"]

@@ -1,11 +1,12 @@
 """The SCoRe losses against values worked out by hand, term by term, in plain Python."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from learner.training.losses import Objective, advantages, rloo, score_loss, token_logprobs
+from learner.training.losses import Objective, advantages, importance_weights, rloo, score_loss, token_logprobs
 from protos import ATTEMPT1, ATTEMPT2, CONTEXT
 
 C, A1, A2 = CONTEXT, ATTEMPT1, ATTEMPT2
@@ -107,6 +108,44 @@ def test_kl_in_stage_one_pins_attempt_one_with_beta2():
     # d/dlogp of beta * 0.5 (logp - ref)^2 / n = beta (logp - ref) / n
     assert float(logp.grad[0, 2]) == pytest.approx(0.25 * (-0.5 + 0.7) / 2)
     assert float(logp.grad[0, 5]) == pytest.approx(0.01 * (-0.2 + 0.5) / 2)
+
+
+def test_importance_weights_on_policy_data_are_one_and_change_nothing():
+    segment, logp, ref = _hand_batch()
+    obj = Objective(stage=2, alpha=10, beta1=0.01, beta2=0.25)
+    adv1, adv2 = torch.tensor([0.5, -0.5]), torch.tensor([1.5, -2.0])
+    assert (importance_weights(logp, logp.clone(), cap=2.0) == 1).all()
+    grads = []
+    for objective in (obj, replace(obj, is_cap=2.0)):
+        x = logp.clone().requires_grad_(True)
+        loss, _ = score_loss(x, ref, segment, adv1, adv2, objective, total_traces=2, sample_logp=logp.clone())
+        loss.backward()
+        grads.append((float(loss), x.grad))
+    assert grads[0][0] == grads[1][0] and torch.equal(grads[0][1], grads[1][1])
+
+
+def test_off_policy_tokens_are_weighted_by_the_truncated_ratio():
+    segment, logp, ref = _hand_batch()
+    # the sampler (an older policy) gave these log-probs to the same tokens
+    sample = logp.clone()
+    sample[0, 2], sample[0, 3], sample[0, 5] = -0.9, -0.2, -1.5  # ratios e^0.4, e^-0.8, e^1.3 (> 2: truncated)
+    sample[1, 1], sample[1, 3], sample[1, 4], sample[1, 5] = -0.3, -0.6, -0.1, -0.9  # e^0, e^0.5, e^-0.3, e^0
+    obj = Objective(stage=2, alpha=10, beta1=0.01, beta2=0.25, is_cap=2.0)
+    adv1, adv2 = torch.tensor([0.5, -0.5]), torch.tensor([1.5, -2.0])
+    x = logp.clone().requires_grad_(True)
+    loss, _ = score_loss(x, ref, segment, adv1, adv2, obj, total_traces=2, sample_logp=sample)
+    loss.backward()
+
+    w = lambda lp, mu: min(math.exp(lp - mu), 2.0)  # noqa: E731
+    pg1 = [w(-0.5, -0.9) * -0.5 + w(-1.0, -0.2) * -1.0, w(-0.3, -0.3) * -0.3]
+    pg2 = [w(-0.2, -1.5) * -0.2, w(-0.1, -0.6) * -0.1 + w(-0.4, -0.1) * -0.4 + w(-0.9, -0.9) * -0.9]
+    kl1 = [_k2(-0.5, -0.7) + _k2(-1.0, -0.6), _k2(-0.3, -0.2)]  # the KL terms are not reweighted
+    kl2 = [_k2(-0.2, -0.5), _k2(-0.1, -0.3) + _k2(-0.4, -0.4) + _k2(-0.9, -0.6)]
+    expected = sum(-(float(adv1[i]) * pg1[i] + float(adv2[i]) * pg2[i]) + 0.01 * (kl1[i] + kl2[i]) for i in range(2)) / 2
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    # the weight is a constant: a token's gradient is -A * w / n (+ its KL term), w = min(ratio, cap)
+    assert float(x.grad[0, 5]) == pytest.approx((-1.5 * 2.0 + 0.01 * (-0.2 + 0.5)) / 2, rel=1e-6)
+    assert float(x.grad[1, 3]) == pytest.approx((2.0 * math.exp(0.5) + 0.01 * (-0.1 + 0.3)) / 2, rel=1e-6)
 
 
 def test_token_logprobs_match_a_manual_softmax_and_ignore_padding(tiny_model_dir):

@@ -1,4 +1,7 @@
 """Two-attempt rollouts with the transformers engine on a random tiny model."""
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -19,7 +22,7 @@ def test_batch_layout_is_prompt_attempt1_instruction_attempt2(worker, sort_task)
     problems = sort_task.eval_problems(3)
     info, batch = worker.rollout(problems, k=2, params=SamplingParams(max_new_tokens=6, temperature=1.0, seed=0))
     assert len(batch) == 6 and [m.group for m in info.meta] == [0, 0, 1, 1, 2, 2] == batch.groups.tolist()
-    assert info.policy_version == batch.policy_version == 0
+    assert info.policy_version == 0
     assert info.rollout_tokens == int((batch.segment > 0).sum())
     instr = worker.turns.instruction_ids
     for i, m in enumerate(info.meta):
@@ -49,8 +52,8 @@ def test_greedy_is_deterministic_and_batch_carries_one_version(worker, sort_task
     _, b = worker.rollout(sort_task.eval_problems(5), 1, params)
     assert (a.tokens == b.tokens).all()
     worker.load_weights(7, {k: v * 1.01 for k, v in worker.engine.model.state_dict().items()})
-    info, batch = worker.rollout(sort_task.eval_problems(2), 1, params)
-    assert info.policy_version == batch.policy_version == 7
+    info, _ = worker.rollout(sort_task.eval_problems(2), 1, params)
+    assert info.policy_version == 7
 
 
 class UpdatedBetweenAttempts(TransformersEngine):
@@ -69,12 +72,39 @@ def test_a_weight_update_during_a_rollout_is_refused(tiny_model_dir, sort_task):
         racing.rollout(sort_task.eval_problems(2), 1, SamplingParams(max_new_tokens=4, temperature=0.0))
 
 
-def test_batches_of_different_policy_versions_never_merge(worker, sort_task):
-    from protos import TraceBatch
-
+def test_weights_staged_during_a_rollout_are_taken_by_the_next_one(tiny_model_dir, sort_task):
+    """What a rollout actor's weights thread does while its rollout thread samples."""
+    engine = TransformersEngine.from_pretrained(tiny_model_dir)
+    worker = RolloutWorker(engine, sort_task, weights_timeout_s=30)
+    new_weights = {k: v * 1.01 for k, v in engine.model.state_dict().items()}
     params = SamplingParams(max_new_tokens=4, temperature=0.0)
-    _, old = worker.rollout(sort_task.eval_problems(2), 1, params)
-    worker.load_weights(old.policy_version + 1, worker.engine.model.state_dict())
-    _, new = worker.rollout(sort_task.eval_problems(2), 1, params)
-    with pytest.raises(ValueError, match="cannot mix policy versions"):
-        TraceBatch.concat([old, new])
+    original = engine.generate
+
+    def generate_then_receive(prompts, p):  # weights arrive while attempt 1 is being sampled
+        out = original(prompts, p)
+        if worker._staged is None and engine.version == 0:
+            threading.Thread(target=worker.load_weights, args=(1, new_weights)).start()
+            time.sleep(0.2)
+        return out
+
+    engine.generate = generate_then_receive
+    info, _ = worker.rollout(sort_task.eval_problems(2), 1, params)
+    assert info.policy_version == 0  # the rollout in progress kept its weights
+    info, _ = worker.rollout(sort_task.eval_problems(2), 1, params)
+    assert info.policy_version == 1 and engine.version == 1
+
+
+def test_a_rollout_waits_for_the_oldest_version_it_accepts(tiny_model_dir, sort_task):
+    worker = RolloutWorker(TransformersEngine.from_pretrained(tiny_model_dir), sort_task, weights_timeout_s=30)
+    state = worker.engine.model.state_dict()
+    params = SamplingParams(max_new_tokens=4, temperature=0.0)
+    threading.Timer(0.5, worker.load_weights, args=(3, state)).start()
+    started = time.monotonic()
+    info, _ = worker.rollout(sort_task.eval_problems(2), 1, params, min_version=3)
+    assert info.policy_version == 3 and time.monotonic() - started >= 0.4
+    worker.load_weights(2, state)  # older than what the engine holds: ignored
+    assert worker.rollout(sort_task.eval_problems(2), 1, params)[0].policy_version == 3
+
+    impatient = RolloutWorker(TransformersEngine.from_pretrained(tiny_model_dir), sort_task, weights_timeout_s=0.2)
+    with pytest.raises(TimeoutError, match="needs policy v1 or newer, but the engine holds v0"):
+        impatient.rollout(sort_task.eval_problems(2), 1, params, min_version=1)

@@ -53,17 +53,18 @@ class TraceBuffer:
         self._entries.append((info, handle))
         telemetry.record_buffer(len(self._entries))
 
-    def take(self, current_version: int, n: int) -> list[tuple[BatchInfo, Any]]:
-        """Up to n batches, oldest first, no more than max_policy_lag versions behind
-        `current_version`; older ones are dropped (and counted) on the way."""
-        out, lags = [], []
-        while self._entries and len(out) < n:
+    def take(self, current_version: int, n: int) -> tuple[list[tuple[BatchInfo, Any]], list[BatchInfo]]:
+        """The next n batches, oldest first: those at most max_policy_lag versions behind
+        `current_version`, and the infos of the ones that were older, dropped and counted."""
+        fresh, stale, lags = [], [], []
+        for _ in range(min(n, len(self._entries))):
             info, handle = self._entries.popleft()
             lag = current_version - info.policy_version
             if lag > self.max_policy_lag:
                 self.dropped_stale += 1
-                continue
-            out.append((info, handle))
-            lags.append(lag)
+                stale.append(info)
+            else:
+                fresh.append((info, handle))
+                lags.append(lag)
         telemetry.record_buffer(len(self._entries), max(lags, default=None))
-        return out
+        return fresh, stale

@@ -25,17 +25,26 @@ from protos import BatchInfo, RunConfig, TraceBatch
 
 class LocalBackend:
     def __init__(self, cfg: RunConfig, base_dir: str | Path):
-        self.rollout = RolloutWorker(TransformersEngine.from_pretrained(str(base_dir)), make_task(cfg.task.name, cfg.task.params))
+        self.rollout = RolloutWorker(
+            TransformersEngine.from_pretrained(str(base_dir)), make_task(cfg.task.name, cfg.task.params), weights_timeout_s=0
+        )  # in one process nothing else can deliver weights: a rollout that needs newer ones is an error at once
         self.grader = GraderWorker(cfg.task.name, cfg.task.params)
         self.learner = LearnerWorker(
             str(base_dir), rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{free_port()}",
             lr=cfg.score.lr, grad_clip=cfg.score.grad_clip, temperature=cfg.score.temperature, seed=cfg.seed,
         )
 
+    def shards_per_request(self, num_problems: int) -> int:
+        return 1
+
     def submit(self, request: Request) -> list:
-        """Samples now (the engine holds the weights the loop last synced); grading waits for collect."""
-        info, batch = self.rollout.rollout(request.problems, request.k, request.params)
+        """Samples now, with the weights the loop last synced (so a request made L steps ahead is
+        sampled by the policy of then, as on Ray); grading waits for collect."""
+        info, batch = self.rollout.rollout(request.problems, request.k, request.params, request.min_version)
         return [(request, info, batch)]
+
+    def ready(self, shard) -> bool:
+        return True
 
     def wait_rollouts(self, shards: list) -> None:
         pass  # sampled in submit

@@ -4,11 +4,24 @@ step (draw problems, roll out, grade, check versions, train, sync, record), in o
 How a step's parts are carried out is a backend's business (learner/driver/ray_backend.py: Ray
 actors and ObjectRefs; learner/driver/local_backend.py: the same plain classes in one process);
 the loop never asks which one it drives, so both run exactly the same steps.
+
+The pipeline. Rollouts for step s may come from any policy version >= s - 1 - L, where
+L = cluster.max_policy_lag and version v is the policy after v updates (step s trains version
+s - 1). So the loop requests step s's rollouts as soon as version s - 1 - L has been sent to the
+engines, L steps ahead of the learner: while the learner trains step s, the rollout actors sample
+steps s + 1 ... s + L and the graders grade them. Each request carries that oldest acceptable
+version; the engine waits for it if it must, and reports the version it really held, which the
+trace buffer checks again before the learner trains. L = 0 is the strictly on-policy loop: request,
+wait, train, sync, in turn. Every step's problems and sampling seed are drawn from the run's
+generator in step order, whatever L, so a step trains on the same problems at every lag.
+As in verl's one-step-off-policy and AReaL's bounded staleness, the bound is on versions, and
+the learner never waits for more than its own step's data.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -30,18 +43,34 @@ def held_out_label(task) -> str:
 
 @dataclass
 class Request:
-    """Rollouts to sample: k two-attempt traces for each problem."""
+    """Rollouts to sample: k two-attempt traces for each problem, by weights of `min_version` or newer."""
 
     problems: list[Problem]
     k: int
     params: SamplingParams
+    min_version: int = 0
+
+
+@dataclass
+class InFlight:
+    """A training step's rollouts, requested and not yet all in the trace buffer."""
+
+    step: int
+    request: Request
+    shards: list[Any]
+    collected: int = 0  # shards moved into the buffer so far, in order
+    requested_at: float = field(default_factory=time.perf_counter)
 
 
 class Backend(Protocol):
-    """What the loop needs done. A submitted request's shards are handles the backend understands
-    (ObjectRefs, or finished work in-process); `collect` returns each shard graded."""
+    """What the loop needs done. A request is split into shards (one per rollout actor), handles the
+    backend understands (ObjectRefs, or finished work in-process)."""
+
+    def shards_per_request(self, num_problems: int) -> int: ...
 
     def submit(self, request: Request) -> list[Any]: ...
+
+    def ready(self, shard: Any) -> bool: ...
 
     def wait_rollouts(self, shards: list[Any]) -> None: ...
 
@@ -57,9 +86,19 @@ class TrainLoop:
                  log: Callable[[str], None]):
         self.cfg, self.task, self.backend = cfg, task, backend
         self.on_record, self.log = on_record, log
-        self.version = 0  # updates the learner has made = the policy version the engines should hold
+        self.version = 0  # updates the learner has made = the newest policy version sent to the engines
         self.rng = np.random.default_rng(cfg.seed)
-        self.buffer = TraceBuffer(cfg.cluster.buffer_capacity, cfg.cluster.max_policy_lag)
+        self.lag = cfg.cluster.max_policy_lag
+        self.schedule = stage_schedule(cfg.score, off_policy=self.lag > 0)
+        self.total_steps = sum(n for _, n in self.schedule)
+        self.buffer = TraceBuffer(cfg.cluster.buffer_capacity, self.lag)
+        shards = backend.shards_per_request(cfg.score.prompts_per_step) if backend else 1
+        if shards > self.buffer.capacity:
+            raise ValueError(f"cluster.buffer_capacity={self.buffer.capacity} cannot hold one step's {shards} rollout "
+                             "batches (one per rollout actor)")
+        self.in_flight: deque[InFlight] = deque()
+        self.requested_steps = 0  # training steps whose rollouts have been requested
+        self.batches_requested = 0  # rollout batches requested for training, stale re-requests included
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -74,63 +113,106 @@ class TrainLoop:
         each: the paper's evaluation protocol."""
         params = SamplingParams(self.cfg.eval.max_new_tokens or self.cfg.score.max_new_tokens, temperature=0.0)
         start = self.cfg.task.eval_offset
-        return Request(self.task.eval_problems(start + self.cfg.task.eval_size)[start:], 1, params)
+        return Request(self.task.eval_problems(start + self.cfg.task.eval_size)[start:], 1, params, self.version)
 
-    def _sample(self, request: Request) -> tuple[list[BatchInfo], list[Any], float, float]:
-        """Roll out and grade a request through the buffer: (infos, batch handles, rollout s, grading s)."""
+    def _request_ahead(self) -> None:
+        """Request the rollouts of every coming step the lag bound allows, while the buffer has room
+        for a whole step (back-pressure: a full buffer holds rollouts back)."""
+        shards = self.backend.shards_per_request(self.cfg.score.prompts_per_step)
+        while (self.requested_steps < self.total_steps and self.requested_steps <= self.version + self.lag
+               and self.buffer.free >= shards):
+            step = self.requested_steps + 1
+            request = self.train_request()
+            request.min_version = max(0, step - 1 - self.lag)
+            self.buffer.reserve(shards)
+            self.in_flight.append(InFlight(step, request, self.backend.submit(request)))
+            self.batches_requested += shards
+            self.requested_steps = step
+
+    def _move_finished(self, current: InFlight | None = None) -> None:
+        """Move finished, graded rollouts into the buffer in request order: every shard of the
+        `current` step's (waiting for them), then those of later steps until the first unfinished."""
+        for entry in ([current] if current else []) + list(self.in_flight):
+            while entry.collected < len(entry.shards):
+                shard = entry.shards[entry.collected]
+                if entry is not current and not self.backend.ready(shard):
+                    return
+                self.buffer.put(*self.backend.collect(shard))
+                entry.collected += 1
+
+    def _step_batches(self, step: int) -> tuple[list[BatchInfo], list[Any], dict[str, float]]:
+        """Step `step`'s graded batches from the buffer, each within the lag bound; a batch found too
+        stale is dropped (counted) and its problems sampled again by the current policy. Returns
+        the infos, the batch handles, and how long the step waited for rollouts and for grading."""
         started = time.perf_counter()
-        shards = self.backend.submit(request)
-        self.buffer.reserve(len(shards))
-        self.backend.wait_rollouts(shards)
-        generated = time.perf_counter()
-        for shard in shards:
-            self.buffer.put(*self.backend.collect(shard))
+        self._request_ahead()
+        entry = self.in_flight.popleft()
+        assert entry.step == step, f"step {step}'s rollouts were never requested"
+        self.backend.wait_rollouts(entry.shards[entry.collected:])
+        rolled_out = time.perf_counter()
+        needed = len(entry.shards)
+        self._move_finished(current=entry)
+        taken, dropped = self.buffer.take(self.version, needed)
+        while dropped:  # never train on fewer traces than configured
+            again = Request([p for info in dropped for p in problems_of(info, entry.request.problems)],
+                            entry.request.k, entry.request.params, self.version)
+            self.buffer.reserve(self.backend.shards_per_request(len(again.problems)))
+            shards = self.backend.submit(again)
+            self.batches_requested += len(shards)
+            for shard in shards:
+                self.buffer.put(*self.backend.collect(shard))
+            more, dropped = self.buffer.take(self.version, len(shards))
+            taken += more
         graded = time.perf_counter()
-        taken = self.buffer.take(self.version, len(shards))
-        if len(taken) != len(shards):
-            raise RuntimeError(
-                f"{len(shards) - len(taken)} of {len(shards)} rollout batches were sampled by a policy more than "
-                f"cluster.max_policy_lag={self.cfg.cluster.max_policy_lag} versions old"
-            )
-        infos = [info for info, _ in taken]
-        for info in infos:  # engines report the version they held; the loop knows which it synced
-            if info.policy_version != self.version:
+        for info, _ in taken:  # the buffer checked the lag; this is the loop's own guarantee
+            if not self.version - self.lag <= info.policy_version <= self.version:
                 raise RuntimeError(
-                    f"the rollout engines sampled with policy v{info.policy_version}, expected v{self.version}: "
-                    f"the last weight sync ({self.cfg.cluster.weight_sync}) did not reach them"
+                    f"the rollout engines sampled with policy v{info.policy_version}, but step {step} (learner at "
+                    f"v{self.version}, cluster.max_policy_lag={self.lag}) accepts v{max(0, self.version - self.lag)}-"
+                    f"v{self.version}: the weight sync ({self.cfg.cluster.weight_sync}) did not reach the engines"
                 )
-        return infos, [handle for _, handle in taken], generated - started, graded - generated
+        waits = {"rollout_s": rolled_out - started, "grading_s": graded - rolled_out}
+        return [info for info, _ in taken], [handle for _, handle in taken], waits
 
     # --- steps ------------------------------------------------------------------------------
 
     def evaluate(self, step: int) -> dict[str, float]:
-        """Greedy, one trace per held-out problem: the paper's evaluation protocol."""
-        infos, _, _, _ = self._sample(self.eval_request())
+        """Greedy, one trace per held-out problem, by the current policy: the paper's evaluation
+        protocol. Not training data, so it does not pass through the trace buffer."""
+        request = self.eval_request()
+        shards = self.backend.submit(request)
+        infos = [self.backend.collect(shard)[0] for shard in shards]
         metrics = trace_metrics([m for info in infos for m in info.meta])
         self.on_record({"kind": "eval", "step": step, "policy_version": self.version, **metrics})
         return metrics
 
     def train_step(self, objective: Objective, step: int) -> dict:
         started = time.perf_counter()
-        infos, batches, rollout_s, grading_s = self._sample(self.train_request())
+        infos, batches, waits = self._step_batches(step)
         meta = [m for info in infos for m in info.meta]
         r = rewards(meta)
         stats = self.backend.train(objective, r, batches)
-        sampled_version = self.version
+        lags = [self.version - info.policy_version for info in infos]
         self.version += 1
         sync_s = self.backend.sync(self.version)
+        requested = time.perf_counter()
+        self._request_ahead()  # the new version lets the next step's rollouts start (in-process: run)
+        self._move_finished()
+        waits["rollout_s"] += time.perf_counter() - requested
         rollout_tokens = float(sum(info.rollout_tokens for info in infos))
+        engine_s = max(info.rollout_s for info in infos)  # the actors sample side by side
         record = {
             "kind": "train", "stage": objective.stage, "method": objective.method, "step": step,
-            "policy_version": self.version, "sampled_policy_version": sampled_version,
+            "policy_version": self.version, "sampled_policy_version": min(info.policy_version for info in infos),
+            "policy_lag_mean": float(np.mean(lags)), "policy_lag_max": max(lags),
             **{f"train_{k}": v for k, v in trace_metrics(meta).items()},  # the five metrics on this step's samples
             "reward_t1": float(r[:, 0].mean()), "reward_t2": float(r[:, 1].mean()),
-            **stats, "rollout_tokens": rollout_tokens,
-            "rollout_s": rollout_s, "grading_s": grading_s, "sync_s": sync_s,
+            **stats, "rollout_tokens": rollout_tokens, **waits, "sync_s": sync_s,
             "step_s": time.perf_counter() - started,
-            "rollout_tokens_per_s": rollout_tokens / max(rollout_s, 1e-9),
+            "rollout_tokens_per_s": rollout_tokens / max(engine_s, 1e-9),
             "learner_tokens_per_s": stats["learner_tokens"] / max(stats["learner_s"], 1e-9),
-            "buffer_depth": len(self.buffer),
+            "buffer_depth": len(self.buffer), "batches_trained": len(batches), "traces_trained": len(meta),
+            "batches_stale_total": self.buffer.dropped_stale, "batches_requested_total": self.batches_requested,
         }
         self.on_record(record)
         return record
@@ -138,21 +220,26 @@ class TrainLoop:
     # --- the schedule -----------------------------------------------------------------------
 
     def train(self) -> None:
-        schedule = stage_schedule(self.cfg.score)
-        total = sum(n for _, n in schedule)
         step = 0
-        for objective, steps in schedule:
+        for objective, steps in self.schedule:
             label = f"stage {objective.stage}" if objective.method == "score" else objective.method
             for i in range(steps):
                 step += 1
                 r = self.train_step(objective, step)
                 self.log(
-                    f"{label} step {i + 1}/{steps} ({step}/{total}) | reward@t1 {r['reward_t1']:.3f} "
+                    f"{label} step {i + 1}/{steps} ({step}/{self.total_steps}) | reward@t1 {r['reward_t1']:.3f} "
                     f"@t2 {r['reward_t2']:.3f} | KL t1 {r['kl_t1']:.4f} t2 {r['kl_t2']:.4f} | "
-                    f"{r['rollout_tokens_per_s']:.0f} rollout tok/s | {r['step_s']:.1f}s "
-                    f"(rollout {r['rollout_s']:.1f} grade {r['grading_s']:.1f} learn {r['learner_s']:.1f} "
+                    f"{r['rollout_tokens_per_s']:.0f} rollout tok/s | lag {r['policy_lag_max']} | {r['step_s']:.1f}s "
+                    f"(waited: rollout {r['rollout_s']:.1f} grade {r['grading_s']:.1f}; learn {r['learner_s']:.1f} "
                     f"sync {r['sync_s']:.1f})"
                 )
-                if self.cfg.eval.every_steps and step % self.cfg.eval.every_steps == 0 and step < total:
+                if self.cfg.eval.every_steps and step % self.cfg.eval.every_steps == 0 and step < self.total_steps:
                     m = self.evaluate(step)
                     self.log(f"eval @ step {step}: Acc@t1 {m['acc_t1']:.1f} Acc@t2 {m['acc_t2']:.1f} Δ {m['delta']:+.1f}")
+
+
+def problems_of(info: BatchInfo, problems: list[Problem]) -> list[Problem]:
+    """The problems a batch sampled, one per prompt group, in group order."""
+    by_id = {p.id: p for p in problems}
+    first_of_group = {m.group: m.problem_id for m in reversed(info.meta)}
+    return [by_id[first_of_group[g]] for g in sorted(first_of_group)]

@@ -11,7 +11,6 @@ machine, tests/test_multinode.py).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,9 +39,13 @@ class Shard:
 class RayBackend:
     def __init__(self, cfg: RunConfig, base_dir: str):
         c = cfg.cluster
-        threads = c.torch_threads or os.cpu_count() or 1
+        # each role computes with the cores it reserved: with rollouts running ahead, the rollout
+        # actors and the learner compute at the same time, and must not contend for the same cores
+        threads = lambda cpus: c.torch_threads or max(1, int(cpus))  # noqa: E731
         self.rollout_actors = [
-            RolloutActor.options(**ray_options(c, "rollout")).remote(c.engine, base_dir, cfg.task.name, cfg.task.params, threads)
+            RolloutActor.options(**ray_options(c, "rollout")).remote(
+                c.engine, base_dir, cfg.task.name, cfg.task.params, threads(c.rollout_cpus), c.weight_sync_timeout_s
+            )
             for _ in range(c.rollout_actors)
         ]
         self.graders = GraderPool(
@@ -50,21 +53,32 @@ class RayBackend:
             batch_timeout_s=c.grade_timeout_s, num_cpus_per_actor=c.grader_cpus, resources=c.grader_resources,
         )
         self.learners = LearnerGroup(
-            base_dir, c.learner_workers, cpus=c.learner_cpus, gpus=c.learner_gpus, threads=threads,
+            base_dir, c.learner_workers, cpus=c.learner_cpus, gpus=c.learner_gpus, threads=threads(c.learner_cpus),
             resources=c.learner_resources,
             lr=cfg.score.lr, grad_clip=cfg.score.grad_clip, temperature=cfg.score.temperature, seed=cfg.seed,
         )
         self.weight_sync = make_weight_sync(c, self.learners, self.rollout_actors)
 
+    def shards_per_request(self, num_problems: int) -> int:
+        return min(num_problems, len(self.rollout_actors))
+
     def submit(self, request: Request) -> list[Shard]:
-        """Split the problems over the rollout actors; grading of each part waits on its rollout."""
-        parts = [p for p in np.array_split(np.arange(len(request.problems)), len(self.rollout_actors)) if len(p)]
+        """Split the problems over the rollout actors (queued behind what each is sampling); grading
+        of each part is requested at once and starts when its rollout exists."""
+        parts = np.array_split(np.arange(len(request.problems)), self.shards_per_request(len(request.problems)))
         shards = []
         for actor, idx in zip(self.rollout_actors, parts):
             problems = [request.problems[i] for i in idx]
-            info_ref, batch_ref = actor.rollout.options(num_returns=2).remote(problems, request.k, request.params)
+            info_ref, batch_ref = actor.rollout.options(num_returns=2).remote(
+                problems, request.k, request.params, request.min_version
+            )
             shards.append(Shard(info_ref, batch_ref, self.graders.grade_traces(problems, info_ref, len(problems) * request.k)))
         return shards
+
+    def ready(self, shard: Shard) -> bool:
+        refs = [shard.info_ref, *shard.grades.refs]
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        return len(done) == len(refs)
 
     def wait_rollouts(self, shards: list[Shard]) -> None:
         ray.wait([s.info_ref for s in shards], num_returns=len(shards), fetch_local=False)

@@ -22,6 +22,15 @@ the unbiased, non-negative estimator (k2 is only a low-bias approximation of the
 the loss instead would give the gradient of the forward KL(π_ref‖π), not the objective's.
 
 Terms are summed over an attempt's tokens and averaged over the traces of the global batch.
+
+Off-policy correction. With rollouts running ahead of the learner (cluster.max_policy_lag >= 1), a
+batch may have been sampled by an older policy μ than the π being trained. Each sampled token's
+policy-gradient term is then weighted by the truncated importance ratio w = min(π(y_t)/μ(y_t), C),
+with μ(y_t) the log-prob the engine recorded while sampling and w held constant (no gradient
+through it): token-level truncated importance sampling, as verl applies it to rollout/learner
+mismatch (docs/advance/rollout_is.md there, after Yao et al. 2025, "Your efficient RL framework
+secretly brings you off-policy RL training"), with C = score.importance_ratio_cap. The KL terms are
+not reweighted: they are penalties on the current policy's own log-probs, as above.
 """
 from __future__ import annotations
 
@@ -44,6 +53,7 @@ class Objective:
     beta2: float
     method: str = "score"
     lr: float | None = None  # the learner's step size under this objective; None = leave it as it is
+    is_cap: float | None = None  # truncated importance sampling's cap C; None = no off-policy correction
 
     def __post_init__(self):
         if self.stage not in (1, 2):
@@ -52,16 +62,20 @@ class Objective:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
 
 
-def stage_schedule(sc) -> list[tuple[Objective, int]]:
+def stage_schedule(sc, off_policy: bool = False) -> list[tuple[Objective, int]]:
     """(objective, steps) in order, from a ScoreConfig. SCoRe: Stage I then Stage II (at
     stage2_lr if set). The single-stage baselines run stage1_steps + stage2_steps steps at lr, so
-    every method gets the same number of steps and the same budget of sampled tokens."""
+    every method gets the same number of steps and the same budget of sampled tokens. `off_policy`
+    (rollouts may lag the learner) turns on the importance-ratio correction, capped at
+    sc.importance_ratio_cap unless that is unset."""
+    is_cap = sc.importance_ratio_cap if off_policy else None
     if sc.method == "score":
         return [
-            (Objective(1, sc.alpha, sc.beta1, sc.beta2, lr=sc.lr), sc.stage1_steps),
-            (Objective(2, sc.alpha, sc.beta1, sc.beta2, lr=sc.stage2_lr or sc.lr), sc.stage2_steps),
+            (Objective(1, sc.alpha, sc.beta1, sc.beta2, lr=sc.lr, is_cap=is_cap), sc.stage1_steps),
+            (Objective(2, sc.alpha, sc.beta1, sc.beta2, lr=sc.stage2_lr or sc.lr, is_cap=is_cap), sc.stage2_steps),
         ]
-    return [(Objective(1, sc.alpha, sc.beta1, sc.beta2, method=sc.method, lr=sc.lr), sc.stage1_steps + sc.stage2_steps)]
+    objective = Objective(1, sc.alpha, sc.beta1, sc.beta2, method=sc.method, lr=sc.lr, is_cap=is_cap)
+    return [(objective, sc.stage1_steps + sc.stage2_steps)]
 
 
 def rloo(rewards: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -102,6 +116,11 @@ def token_logprobs(model, tokens: torch.Tensor, lengths: torch.Tensor, temperatu
     return torch.nn.functional.pad(logp, (1, 0))
 
 
+def importance_weights(logp: torch.Tensor, sample_logp: torch.Tensor, cap: float) -> torch.Tensor:
+    """min(π/μ, cap) per token, from the learner's and the sampler's log-probs; constant (detached)."""
+    return torch.exp(logp.detach() - sample_logp).clamp(max=cap)
+
+
 def score_loss(
     logp: torch.Tensor,
     ref_logp: torch.Tensor,
@@ -110,8 +129,10 @@ def score_loss(
     adv2: torch.Tensor,
     obj: Objective,
     total_traces: int,
+    sample_logp: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The stage's loss for these rows, normalised by `total_traces` of the whole (sharded) batch."""
+    """The stage's loss for these rows, normalised by `total_traces` of the whole (sharded) batch.
+    `sample_logp` (the engine's log-probs of the sampled tokens) is needed when obj.is_cap is set."""
     in1 = (segment == ATTEMPT1).float()
     in2 = (segment == ATTEMPT2).float()
     if obj.method == "single_turn":
@@ -121,7 +142,8 @@ def score_loss(
     sum1 = lambda x: (x * in1).sum(-1)  # noqa: E731
     sum2 = lambda x: (x * in2).sum(-1)  # noqa: E731
 
-    policy = -(adv1 * sum1(logp) + adv2 * sum2(logp))
+    weighted = logp if obj.is_cap is None else importance_weights(logp, sample_logp, obj.is_cap) * logp
+    policy = -(adv1 * sum1(weighted) + adv2 * sum2(weighted))
     kl_weight1 = obj.beta2 if (obj.stage == 1 and obj.method == "score") else obj.beta1
     penalty = kl_weight1 * sum1(k2) + obj.beta1 * sum2(k2)
     loss = (policy + penalty).sum() / total_traces

@@ -85,6 +85,7 @@ class LearnerWorker:
             torch.from_numpy(adv2[rows]).float(),
             objective,
             total_traces=len(batch),
+            sample_logp=torch.from_numpy(shard.sample_logprobs),
         )
         (loss * self.world_size).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
@@ -92,30 +93,39 @@ class LearnerWorker:
         self.optimizer.zero_grad(set_to_none=True)
 
         mask = (segment > 0).numpy()
+        # learner vs engine log-probs of the same sampled tokens: the engine's numerical gap, plus
+        # the policy lag when the batch was sampled by older weights
         gap = logp.detach().numpy()[mask] - shard.sample_logprobs[mask]
+        ratio = np.exp(gap.astype(np.float64))  # π_learner / π_sampler, the importance ratio before truncation
         local = {
             **stats,
-            # engine vs learner log-probs of the same sampled tokens: a silent gap is off-policy training
             "logprob_abs_diff_sum": float(np.abs(gap).sum()),
             "logprob_kl_sum": float((np.expm1(gap) - gap).sum()),  # k3 of KL(engine || learner)
+            "is_ratio_sum": float(ratio.sum()),
+            "is_clipped_sum": float((ratio > objective.is_cap).sum()) if objective.is_cap else 0.0,
             "tokens": float(mask.sum()),
         }
-        totals = self._sum_over_ranks(local)
+        totals = self._reduce(local, dist.ReduceOp.SUM)
         tokens_total = max(totals.pop("tokens"), 1.0)
+        ratio_max = self._reduce({"max": float(ratio.max(initial=0.0))}, dist.ReduceOp.MAX)["max"]
         return {
             **{k: v for k, v in totals.items() if not k.endswith("_sum")},
             "logprob_abs_diff": totals["logprob_abs_diff_sum"] / tokens_total,
             "logprob_kl": totals["logprob_kl_sum"] / tokens_total,
+            "is_ratio_mean": totals["is_ratio_sum"] / tokens_total,
+            "is_ratio_max": ratio_max,
+            "is_clipped_frac": totals["is_clipped_sum"] / tokens_total,
             "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
             "lr": float(self.optimizer.param_groups[0]["lr"]),
             "learner_tokens": tokens_total,
             "learner_s": time.perf_counter() - started,
         }
 
-    def _sum_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
+    def _reduce(self, values: dict[str, float], op) -> dict[str, float]:
+        """The values over all ranks (summed, or their maximum)."""
         keys = sorted(values)
         t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-        dist.all_reduce(t)
+        dist.all_reduce(t, op=op)
         return dict(zip(keys, t.tolist()))
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
