@@ -48,6 +48,7 @@ def measure(steps: int, lag: int, threads: int, overrides: list[str]) -> dict[st
         "step_s": statistics.median(r["step_s"] for r in steady),
         "learner_s": statistics.median(r["learner_s"] for r in steady),
         "rollout_wait_s": statistics.median(r["rollout_s"] for r in steady),
+        "grading_wait_s": statistics.median(r["grading_s"] for r in steady),
     }
 
 
@@ -72,7 +73,7 @@ def main() -> None:
     print(f"\nPipeline, default model and batch, {args.steps - 2} steady steps per run, median of {args.rounds} rounds; "
           "ratios to lag 0 of the same round and threads:")
     print(f"{'threads':>7} {'lag':>3} {'steps/s':>8} {'x lag 0':>8} {'tokens/s':>9} {'x lag 0':>8} {'learner busy':>13} "
-          f"{'mean lag':>9} {'max lag':>8} {'step s':>7} {'learn s':>8} {'rollout wait s':>15}")
+          f"{'mean lag':>9} {'max lag':>8} {'step s':>7} {'learn s':>8} {'rollout wait s':>15} {'grading wait s':>15}")
     for threads in thread_settings:
         for lag in lags:
             runs, base = results[(threads, lag)], results[(threads, lags[0])]
@@ -81,7 +82,7 @@ def main() -> None:
             print(f"{threads:>7} {lag:>3} {med('steps_per_s'):8.3f} {ratio('steps_per_s'):7.2f}x "
                   f"{med('tokens_per_s'):9.0f} {ratio('tokens_per_s'):7.2f}x {100 * med('busy'):12.0f}% "
                   f"{med('lag_mean'):9.2f} {max(r['lag_max'] for r in runs):8d} {med('step_s'):7.2f} "
-                  f"{med('learner_s'):8.2f} {med('rollout_wait_s'):15.2f}")
+                  f"{med('learner_s'):8.2f} {med('rollout_wait_s'):15.2f} {med('grading_wait_s'):15.3f}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ trains on the whole sequence as one completion. Rows, in turns, R rounds:
   ray_vllm     this project as `make run` runs it: Ray, vLLM rollouts, lag 1, one thread per role
 
 Per row: seconds per step, sampled tokens (both attempts) per second of step time, learner tokens
-per second of learner time, and each ratio to TRL in the same round. The first two steps of each
+(the sampled tokens trained on; TRL also trains on the 22 instruction tokens between the
+attempts) per second of learner time, and each ratio to TRL in the same round. The first two steps of each
 run are not counted (start-up, warm-up).
 """
 from __future__ import annotations
@@ -78,7 +79,7 @@ def trl_run(base_dir: str, steps: int) -> list[dict]:
         logprobs = [g1.logprobs + [0.0] * len(turns.instruction_ids) + g2.logprobs for g1, g2 in zip(attempt1, attempt2)]
         timing["generate_s"] = time.perf_counter() - started
         timing["sampled_tokens"] = sum(len(g.token_ids) for g in attempt1 + attempt2)
-        timing["learner_tokens"] = sum(len(x) + len(c) for x, c in zip(firsts, completions))
+        timing["learner_tokens"] = timing["sampled_tokens"]  # the sampled tokens it trains on, as the project counts
         return {"prompt_ids": firsts, "completion_ids": completions, "logprobs": logprobs,
                 "attempt1": [turns.text(g.token_ids) for g in attempt1]}
 

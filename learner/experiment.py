@@ -56,9 +56,11 @@ LABELS = {
 # (task.eval_offset=1000), not on the reported one (docs/results/NOTES.md: what was tried, on which
 # slice, and what mattered). On-policy (cluster.max_policy_lag=0), as the default suite was measured:
 # in one process rollouts gain nothing from running ahead; the offpolicy suite says what lag costs.
+# The learner takes each step's rows at once (learner_micro_batch_tokens=0), as when these suites
+# were measured: micro-batches give the same update up to float rounding, not bit for bit.
 RECIPE = [
     "score.lr=3e-4", "score.stage2_lr=3e-5", "score.stage1_steps=50", "score.stage2_steps=20",
-    "eval.every_steps=10", "cluster.max_policy_lag=0",
+    "eval.every_steps=10", "cluster.max_policy_lag=0", "cluster.learner_micro_batch_tokens=0",
 ]
 SUITES: dict[str, dict] = {
     "default": {

@@ -139,6 +139,11 @@ class ClusterConfig(_Section):
     )
     grader_actors: Count = Field(1, description="Grader actors in the pool.")
     learner_workers: Count = Field(1, description="FSDP2 ranks; the batch's rows are split across them.")
+    learner_micro_batch_tokens: int = Field(
+        2048, ge=0,
+        description="Padded tokens per learner micro-batch: a rank's rows, sorted by length, in chunks that pad only to "
+        "their own longest row, gradients accumulated (less padding, bounded memory); 0 = all its rows at once.",
+    )
     rollout_cpus: float = Field(1, ge=0, description="Ray CPUs each rollout actor reserves.")
     rollout_gpus: float = Field(0, ge=0, description="Ray GPUs each rollout actor reserves.")
     grader_cpus: float = Field(1, ge=0, description="Ray CPUs each grader actor reserves.")

@@ -1,4 +1,6 @@
 """GraderWorker in one process, and GraderPool on a real local Ray: dead and stuck actors."""
+import os
+import signal
 import threading
 import time
 
@@ -6,7 +8,7 @@ import pytest
 import ray
 
 from graders.pool import GraderPool, GraderWorker
-from protos import Problem
+from protos import BatchInfo, Problem, TraceMeta
 
 ADD_RIGHT = "    return x + y\n"
 ADD_LOOPS = "    import time\n    time.sleep(600)\n"
@@ -59,19 +61,40 @@ def test_pool_splits_a_batch_across_actors_and_keeps_order(local_ray):
 
 def test_stuck_actor_yields_timeouts_and_is_replaced(local_ray, add_problem):
     pool = GraderPool("humaneval", {"timeout_s": 600}, num_actors=2, batch_timeout_s=4, num_cpus_per_actor=0.5)
+    stuck, fine = pool.actors
     start = time.monotonic()
     grades = pool.grade([add_problem] * 2, [ADD_LOOPS, ADD_RIGHT])  # actor 0 gets the stuck one
     assert time.monotonic() - start < 60  # the 4 s batch deadline, not the 600 s sleep (slack for a loaded machine)
     assert grades[0].status == "timeout" and "grader actor 0" in grades[0].detail and grades[0].reward == 0.0
     assert grades[1].status == "pass"
+    assert pool.actors[0] is not stuck and pool.actors[1] is fine  # the pool the caller holds has the new one
     assert [g.status for g in pool.grade([add_problem] * 2, [ADD_RIGHT] * 2)] == ["pass", "pass"]
+    pool.shutdown()
+
+
+def test_a_replaced_grader_takes_over_what_was_queued_on_the_stuck_one(local_ray, add_problem):
+    """In the pipeline, later batches' grading is queued on an actor before it gets stuck."""
+    pool = GraderPool("humaneval", {"timeout_s": 600}, num_actors=1, batch_timeout_s=4, num_cpus_per_actor=0.5)
+    stuck = pool.actors[0]
+
+    def trace(attempt1: str, attempt2: str) -> BatchInfo:
+        meta = [TraceMeta(problem_id=add_problem.id, group=0, attempt1=attempt1, attempt2=attempt2)]
+        return BatchInfo(policy_version=0, meta=meta, rollout_s=0.0, rollout_tokens=0)
+
+    first = pool.grade_traces([add_problem], ray.put(trace(ADD_LOOPS, ADD_RIGHT)), 1)
+    queued = pool.grade_traces([add_problem], ray.put(trace(ADD_RIGHT, ADD_RIGHT)), 1)  # behind the stuck one
+    ((g1, g2),) = pool.collect(first)
+    assert g1.status == "timeout" and g2.status == "timeout" and pool.actors[0] is not stuck
+    ((g1, g2),) = pool.collect(queued)  # sent again, to the replacement
+    assert (g1.status, g2.status) == ("pass", "pass")
     pool.shutdown()
 
 
 def test_dead_actor_yields_errors_and_is_restarted(local_ray, add_problem):
     pool = GraderPool("humaneval", {"timeout_s": 600}, num_actors=2, batch_timeout_s=60, num_cpus_per_actor=0.5)
     pool.grade([add_problem] * 2, [ADD_RIGHT] * 2)  # both actors up
-    killer = threading.Timer(2.0, lambda: ray.kill(pool.actors[0], no_restart=False))
+    pid = ray.get(pool.actors[0].__ray_call__.remote(lambda self: os.getpid()))
+    killer = threading.Timer(2.0, lambda: os.kill(pid, signal.SIGKILL))  # mid-grade, by PID, as a crash would
     killer.start()
     grades = pool.grade([add_problem] * 4, [ADD_LOOPS, ADD_LOOPS, ADD_RIGHT, ADD_RIGHT])
     killer.join()

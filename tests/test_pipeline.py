@@ -64,7 +64,8 @@ def test_lag_zero_is_the_plain_on_policy_loop(tiny_model_dir):
     rollout = RolloutWorker(TransformersEngine.from_pretrained(tiny_model_dir), task)
     grader = GraderWorker(cfg.task.name)
     learner = LearnerWorker(str(tiny_model_dir), 0, 1, f"tcp://127.0.0.1:{free_port()}", lr=sc.lr,
-                            grad_clip=sc.grad_clip, temperature=sc.temperature, seed=cfg.seed)
+                            grad_clip=sc.grad_clip, temperature=sc.temperature, seed=cfg.seed,
+                            micro_batch_tokens=cfg.cluster.learner_micro_batch_tokens)
     expected = []
     for version, objective in enumerate(o for o, n in stage_schedule(sc) for _ in range(n)):
         problems = task.train_problems(sc.prompts_per_step, rng)

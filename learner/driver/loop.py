@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -59,7 +59,6 @@ class InFlight:
     request: Request
     shards: list[Any]
     collected: int = 0  # shards moved into the buffer so far, in order
-    requested_at: float = field(default_factory=time.perf_counter)
 
 
 class Backend(Protocol):

@@ -33,6 +33,7 @@ class LearnerWorker:
         temperature: float,
         backend: str = "gloo",
         seed: int = 0,
+        micro_batch_tokens: int = 0,
     ):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
@@ -41,6 +42,7 @@ class LearnerWorker:
         torch.manual_seed(seed)
         self.rank, self.world_size = rank, world_size
         self.grad_clip, self.temperature = grad_clip, temperature
+        self.micro_batch_tokens = micro_batch_tokens
         if not dist.is_initialized():
             dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT)
         device = "cuda" if backend == "nccl" else "cpu"
@@ -57,45 +59,51 @@ class LearnerWorker:
         return np.arange(self.rank, n, self.world_size)
 
     def train_step(self, objective: Objective, rewards: np.ndarray, *batches: TraceBatch) -> dict[str, float]:
-        """One update on `batches` (one policy version), whose traces in order have `rewards`
-        (float [n, 2]: attempt 1, attempt 2). Returns the step's stats, the same on every rank."""
+        """One update on `batches` (each sampled by one policy version, not necessarily the same),
+        whose traces in order have `rewards` (float [n, 2]: attempt 1, attempt 2). Returns the step's
+        stats, the same on every rank."""
         started = time.perf_counter()
         batch = TraceBatch.concat(batches)
         if rewards.shape != (len(batch), 2):
             raise ValueError(f"rewards of shape {rewards.shape} for {len(batch)} traces")
         adv1, adv2 = advantages(rewards[:, 0], rewards[:, 1], batch.groups, objective)
         rows = self.my_rows(len(batch))
-        shard = batch.select(rows)
-        tokens = torch.from_numpy(shard.tokens)
-        lengths = torch.from_numpy(shard.lengths)
-        segment = torch.from_numpy(shard.segment)
 
         if objective.lr is not None:  # e.g. Stage II's own learning rate (score.stage2_lr)
             for group in self.optimizer.param_groups:
                 group["lr"] = objective.lr
         self.model.train()
-        logp = token_logprobs(self.model, tokens, lengths, self.temperature)
-        with torch.no_grad():
-            ref_logp = token_logprobs(self.reference, tokens, lengths, self.temperature)
-        loss, stats = score_loss(
-            logp,
-            ref_logp,
-            segment,
-            torch.from_numpy(adv1[rows]).float(),
-            torch.from_numpy(adv2[rows]).float(),
-            objective,
-            total_traces=len(batch),
-            sample_logp=torch.from_numpy(shard.sample_logprobs),
-        )
-        (loss * self.world_size).backward()
+        stats: dict[str, float] = {}
+        gaps = []
+        for part in self._micro_batches(batch.lengths[rows]):
+            shard = batch.select(rows[part])
+            tokens, lengths = torch.from_numpy(shard.tokens), torch.from_numpy(shard.lengths)
+            segment = torch.from_numpy(shard.segment)
+            logp = token_logprobs(self.model, tokens, lengths, self.temperature)
+            with torch.no_grad():
+                ref_logp = token_logprobs(self.reference, tokens, lengths, self.temperature)
+            loss, part_stats = score_loss(
+                logp,
+                ref_logp,
+                segment,
+                torch.from_numpy(adv1[rows[part]]).float(),
+                torch.from_numpy(adv2[rows[part]]).float(),
+                objective,
+                total_traces=len(batch),
+                sample_logp=torch.from_numpy(shard.sample_logprobs),
+            )
+            (loss * self.world_size).backward()  # gradients accumulate over the micro-batches
+            for key, value in part_stats.items():
+                stats[key] = stats.get(key, 0.0) + value
+            mask = (segment > 0).numpy()
+            # learner vs engine log-probs of the same sampled tokens: the engine's numerical gap,
+            # plus the policy lag when the batch was sampled by older weights
+            gaps.append(logp.detach().numpy()[mask] - shard.sample_logprobs[mask])
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-        mask = (segment > 0).numpy()
-        # learner vs engine log-probs of the same sampled tokens: the engine's numerical gap, plus
-        # the policy lag when the batch was sampled by older weights
-        gap = logp.detach().numpy()[mask] - shard.sample_logprobs[mask]
+        gap = np.concatenate(gaps)
         ratio = np.exp(gap.astype(np.float64))  # π_learner / π_sampler, the importance ratio before truncation
         local = {
             **stats,
@@ -103,7 +111,7 @@ class LearnerWorker:
             "logprob_kl_sum": float((np.expm1(gap) - gap).sum()),  # k3 of KL(engine || learner)
             "is_ratio_sum": float(ratio.sum()),
             "is_clipped_sum": float((ratio > objective.is_cap).sum()) if objective.is_cap else 0.0,
-            "tokens": float(mask.sum()),
+            "tokens": float(len(gap)),
         }
         totals = self._reduce(local, dist.ReduceOp.SUM)
         tokens_total = max(totals.pop("tokens"), 1.0)
@@ -120,6 +128,21 @@ class LearnerWorker:
             "learner_tokens": tokens_total,
             "learner_s": time.perf_counter() - started,
         }
+
+    def _micro_batches(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """This rank's rows in micro-batches of at most about `micro_batch_tokens` padded tokens:
+        sorted by length, so each pads only to its own longest row (as verl's dynamic batch size
+        does). Every rank runs the same number of them (FSDP's collectives need it)."""
+        if not self.micro_batch_tokens:
+            return [np.arange(len(lengths))]
+        order = np.argsort(lengths, kind="stable")
+        count, rows, longest = 1, 0, 0
+        for length in lengths[order]:
+            if rows and (rows + 1) * max(longest, length) > self.micro_batch_tokens:
+                count, rows, longest = count + 1, 0, 0
+            rows, longest = rows + 1, max(longest, int(length))
+        count = int(self._reduce({"count": float(count)}, dist.ReduceOp.MAX)["count"])
+        return [part for part in np.array_split(order, min(count, len(order))) if len(part)]
 
     def _reduce(self, values: dict[str, float], op) -> dict[str, float]:
         """The values over all ranks (summed, or their maximum)."""
