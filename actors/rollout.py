@@ -94,7 +94,6 @@ class RolloutWorker:
         return info, batch
 
 
-
 @ray.remote(concurrency_groups={"weights": 1})
 class RolloutActor(RolloutWorker, WeightReceiver):
     """Thin Ray wrapper: builds its engine in the actor's process. Rollouts run one at a time in

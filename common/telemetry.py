@@ -1,7 +1,7 @@
 """Prometheus metrics of every component, recorded with Ray's metrics API (`ray.util.metrics`).
 
 Why Ray's API rather than prometheus-client: a metric recorded in any Ray process (the driver,
-a rollout or grader actor, a grading task) is served by its node's metrics agent on one port per
+a rollout or grader actor) is served by its node's metrics agent on one port per
 node (`ray start --metrics-export-port`), and the head writes a Prometheus service-discovery file
 that lists every node. Actors need no HTTP server or port of their own, and a cluster is scraped
 through one file_sd entry wherever the actors land. The costs, which the README spells out: Ray
@@ -10,7 +10,7 @@ prefixes every name with `ray_` (`score_step` is scraped as `ray_score_step`, a 
 WorkerId, ...), and ships values every RAY_metrics_report_interval_ms (10 s by default).
 
 Outside Ray (unit tests of the plain classes) recording is a no-op. Metrics are created on first
-use in each process: the rollout, grader and buffer processes need only their own.
+use in each process: the rollout and grader processes need only their own.
 """
 from __future__ import annotations
 

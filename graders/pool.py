@@ -106,12 +106,10 @@ class GraderPool:
 
     def grade_traces(self, problems: list[Problem], info_ref, num_traces: int) -> PendingGrades:
         """Start grading both attempts of the `num_traces` traces the rollout `info_ref` will hold."""
-        pending = self._spread(
+        return self._spread(
             num_traces, lambda actor, a, b: actor.grade_traces.remote(problems, info_ref, a, b),
-            lambda n, status, detail: [(g, g) for g in _same(n, status, detail)],
+            lambda n, status, detail: [(g, g) for g in _same(n, status, detail)], waits_for=info_ref,
         )
-        pending.waits_for = info_ref
-        return pending
 
     def collect(self, pending: PendingGrades) -> list:
         """The items of every span in order; a span whose actor failed or missed the deadline gets
@@ -137,12 +135,12 @@ class GraderPool:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
 
-    def _spread(self, n: int, call: Callable, failed: Callable) -> PendingGrades:
+    def _spread(self, n: int, call: Callable, failed: Callable, waits_for: Any = None) -> PendingGrades:
         spans = [
             Span(i, a, b, actor, call(actor, a, b))
             for i, (actor, (a, b)) in enumerate(zip(self.actors, _spans(n, len(self.actors)))) if b > a
         ]
-        return PendingGrades(spans, call, failed)
+        return PendingGrades(spans, call, failed, waits_for)
 
     def _result(self, i: int, n: int, ref: ray.ObjectRef, failed: Callable) -> list:
         try:

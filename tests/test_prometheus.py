@@ -178,7 +178,7 @@ def test_every_grade_is_counted_once_by_status(scraped):
     steps = sum(r["kind"] == "train" for r in records)
     evals = sum(r["kind"] == "eval" for r in records)
     traces = steps * 4 * 2 + evals * 8  # quick_overrides: 4 prompts x 2 samples a step; 8 eval problems, 1 each
-    # counters live per process (a grading task may run in several): the total is the sum of their last values
+    # counters live per process (the driver's pool and each grader actor): the total is the sum of their last values
     by_status = {dict(k)["status"]: v for k, v in scraped.last("sum by (status) (ray_score_grades_total)").items()}
     assert set(by_status) <= {"pass", "fail", "timeout", "error", "sandbox_violation"}
     assert sum(by_status.values()) == 2 * traces  # both attempts of every trace
