@@ -92,6 +92,9 @@ TRAIN_STEP = (
          reads=(("is_clipped_frac", {}),)),
     Spec("stale_batches_dropped", "Rollout batches dropped as more than cluster.max_policy_lag versions old, since the start.",
          reads=(("batches_stale_total", {}),)),
+    Spec("traces_left_out", "Traces left out of training since the start because a grade in their prompt group was "
+         "never given (the grader failed, even after retries): never trained on as wrong answers.",
+         reads=(("traces_left_out_total", {}),)),
     Spec("step_seconds", "Wall time of the last training step.", reads=(("step_s", {}),)),
     Spec("step_phase_seconds", "Wall time of the last step's phases: waiting for rollouts, for grades (0 when the "
          "pipeline hides them), the learner's update, the weight sync (they add up to about step_seconds).",

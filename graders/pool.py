@@ -3,8 +3,10 @@ as Ray actors and always answers, one Grade per completion, whatever the actors 
 
 The pool lives in the driver and holds the only handles to its actors, so an actor it replaces is
 replaced for every later call. A dead actor is restarted by Ray (max_restarts); a stuck one is
-killed at the batch deadline and replaced by a new one. Either way that span's items get reward 0
-with a status and a detail that names the actor, and the caller goes on.
+killed at the batch deadline and replaced by a new one. Either way the span it held is graded
+again on another actor; only when the retries run out do its items get status "error" (no
+verdict, which training leaves out), with a detail that names the actor. A grade that was never
+given is never a zero reward.
 
 Two ways in: `grade(problems, completions)` (blocking), and `grade_traces(problems, info_ref, n)`
 then `collect(pending)`, which grades both attempts of a rollout batch that may not exist yet: the
@@ -87,10 +89,12 @@ class PendingGrades:
 
 class GraderPool:
     def __init__(self, task_name: str, params: dict | None = None, num_actors: int = 2, threads_per_actor: int = 1,
-                 batch_timeout_s: float = 300.0, num_cpus_per_actor: float = 1.0, resources: dict | None = None):
+                 batch_timeout_s: float = 300.0, num_cpus_per_actor: float = 1.0, resources: dict | None = None,
+                 retries: int = 2):
         if num_actors < 1:
             raise ValueError(f"num_actors must be >= 1, got {num_actors}")
-        self.batch_timeout_s = batch_timeout_s
+        self.batch_timeout_s, self.retries = batch_timeout_s, retries
+        self.regraded = 0  # spans graded again after their actor died or hung
         options = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": num_cpus_per_actor, "resources": resources or {}}
         self._new_actor = lambda: GraderActor.options(**options).remote(task_name, params, threads_per_actor)
         self.actors = [self._new_actor() for _ in range(num_actors)]
@@ -112,24 +116,61 @@ class GraderPool:
         )
 
     def collect(self, pending: PendingGrades) -> list:
-        """The items of every span in order; a span whose actor failed or missed the deadline gets
-        stand-ins naming it, and that actor is restarted or replaced before this returns."""
+        """The items of every span in order. A span whose actor died or missed the deadline is
+        graded again on another actor (the failed one is restarted or replaced), up to `retries`
+        times; after that its items are stand-ins with status "error": no verdict, which training
+        leaves out rather than reading as wrong answers."""
         if pending.waits_for is not None:  # the rollout's own time is not grading time (the caller
             ray.wait([pending.waits_for], fetch_local=False)  # fetches it first: a failed rollout raises there)
         for span in pending.spans:  # sent to an actor replaced since (a stuck one, for an earlier batch): resend
             if span.actor is not self.actors[span.index]:
-                span.actor, span.ref = self.actors[span.index], pending.call(self.actors[span.index], span.a, span.b)
-        refs = pending.refs
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.batch_timeout_s, fetch_local=False)
-        finished = set(ready)
-        items: list = []
-        for span in pending.spans:
-            n = span.b - span.a
-            items += (self._result(span.index, n, span.ref, pending.failed) if span.ref in finished
-                      else self._give_up(span.index, n, pending.failed))
+                self._send(pending, span, span.index)
+        results: dict[int, list] = {}
+        for attempt in range(self.retries + 1):
+            outstanding = [s for s in pending.spans if id(s) not in results]
+            failures = self._gather(outstanding, results)
+            if not failures:
+                break
+            for span, reason in failures:
+                if attempt == self.retries:
+                    results[id(span)] = pending.failed(span.b - span.a, "error", f"ungraded: {reason}; "
+                                                       f"{self.retries} retries on other actors failed too")
+                else:  # another actor, so a grader that fails on this input (a crash it causes) is not asked twice in a row
+                    self.regraded += 1
+                    self._send(pending, span, (span.index + 1) % len(self.actors))
+        items = [item for span in pending.spans for item in results[id(span)]]
         grades = [g for item in items for g in (item if isinstance(item, tuple) else (item,))]
         telemetry.count_grades([g.status for g in grades])  # here, so timeouts and dead actors count too
         return items
+
+    def _send(self, pending: PendingGrades, span: Span, index: int) -> None:
+        span.index, span.actor = index, self.actors[index]
+        span.ref = pending.call(span.actor, span.a, span.b)
+
+    def _gather(self, spans: list[Span], results: dict[int, list]) -> list[tuple[Span, str]]:
+        """Wait (up to the batch deadline) for `spans`; put what came back into `results` and return
+        the spans that failed with why. A dead actor is restarted by Ray and a stuck one replaced,
+        each waited for before this returns, so a retry finds every actor alive."""
+        refs = [span.ref for span in spans]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.batch_timeout_s, fetch_local=False)
+        finished, failures, replaced = set(ready), [], set()
+        for span in spans:
+            if span.ref not in finished:
+                # A stuck grader is replaced, not waited on. A new actor rather than a restart: a call
+                # sent to a killed actor before Ray notices its death would fail too.
+                if span.index not in replaced:
+                    self._replace(span.index)
+                    replaced.add(span.index)
+                failures.append((span, f"grader actor {span.index} gave no grades within {self.batch_timeout_s:g}s "
+                                       "(replaced)"))
+                continue
+            try:
+                results[id(span)] = ray.get(span.ref)
+            except ray.exceptions.RayError as exc:
+                first_line = str(exc).strip().split("\n", 1)[0][:300]
+                failures.append((span, f"grader actor {span.index} failed: {type(exc).__name__}: {first_line}"))
+        self._await_ready(sorted({span.index for span, _ in failures}))
+        return failures
 
     def shutdown(self) -> None:
         for actor in self.actors:
@@ -141,21 +182,6 @@ class GraderPool:
             for i, (actor, (a, b)) in enumerate(zip(self.actors, _spans(n, len(self.actors)))) if b > a
         ]
         return PendingGrades(spans, call, failed, waits_for)
-
-    def _result(self, i: int, n: int, ref: ray.ObjectRef, failed: Callable) -> list:
-        try:
-            return ray.get(ref)
-        except ray.exceptions.RayError as exc:
-            first_line = str(exc).strip().split("\n", 1)[0][:300]
-            self._await_ready([i])  # Ray is restarting it: the next batch must find it alive
-            return failed(n, "error", f"grader actor {i} failed: {type(exc).__name__}: {first_line}")
-
-    def _give_up(self, i: int, n: int, failed: Callable) -> list:
-        # A stuck grader is replaced, not waited on. A new actor rather than a restart: a call sent
-        # to a killed actor before Ray notices its death would fail too.
-        self._replace(i)
-        self._await_ready([i])
-        return failed(n, "timeout", f"grader actor {i} gave no grades within {self.batch_timeout_s:g}s; replaced")
 
     def _replace(self, i: int) -> None:
         ray.kill(self.actors[i], no_restart=True)

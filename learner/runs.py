@@ -2,6 +2,10 @@
 
 Reads the Redis at --redis-url, or else the embedded registry of --output-dir (default `runs`),
 starting its redis-server on the saved data for as long as it reads if no run has it up.
+
+A run's status is running, finished, failed, or lost: its hash says running but its process stopped
+sending heartbeats (killed, its machine gone) without finishing; `updated` is when it last wrote.
+`attempt` counts the run's starts: a resumed run is attempt 2, 3, ...
 """
 from __future__ import annotations
 
@@ -10,13 +14,15 @@ import os
 import sys
 
 from learner.tracking.redis_server import EmbeddedRedis, RedisUnavailable
-from learner.tracking.registry import connect, embedded_dir, get_run, list_runs
+from learner.tracking.registry import LOST, connect, embedded_dir, get_run, list_runs
 
-COLUMNS = ("run", "status", "stage", "step", "version", "Acc@t1", "Acc@t2", "Δ", "updated")
+LOST_MEANS = "its process stopped without finishing: killed, or its machine gone; `updated` is when it last wrote"
+COLUMNS = ("run", "status", "attempt", "stage", "step", "version", "Acc@t1", "Acc@t2", "Δ", "updated")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m learner.runs", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m learner.runs", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n")[2])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--redis-url", help="the registry's Redis (a run's cluster.redis_url)")
     source.add_argument("--output-dir", default="runs",
@@ -33,17 +39,23 @@ def table(runs: list[dict]) -> str:
     for r in runs:
         ev = r["metrics"].get("eval", {})
         rows.append((
-            r["run_id"], r["status"], str(r["stage"] or "-"), str(r["step"]), str(r["policy_version"]),
-            _pct(ev.get("acc_t1")), _pct(ev.get("acc_t2")), _pct(ev.get("delta"), signed=True), r["updated"],
+            r["run_id"], r["status"], str(r["attempt"]), str(r["stage"] or "-"), str(r["step"]),
+            str(r["policy_version"]), _pct(ev.get("acc_t1")), _pct(ev.get("acc_t2")),
+            _pct(ev.get("delta"), signed=True), r["updated"],
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    if any(r["status"] == LOST for r in runs):
+        lines.append(f"\n{LOST}: {LOST_MEANS}")
+    return "\n".join(lines)
 
 
 def details(run: dict) -> str:
+    if run["status"] == LOST:
+        run = {**run, "status": f"{LOST} ({LOST_MEANS})"}
     lines = [f"{key:15} {run[key]}" for key in (
-        "run_id", "status", "stage", "step", "policy_version", "checkpoint", "run_dir",
-        "started", "updated", "config_hash", "error",
+        "run_id", "status", "attempt", "stage", "step", "policy_version", "checkpoint", "run_dir",
+        "started", "resumed", "updated", "config_hash", "error",
     ) if run.get(key) not in ("", None)]
     for kind, values in run["metrics"].items():
         lines.append(f"{'last ' + kind:15} " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()))

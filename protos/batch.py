@@ -110,8 +110,18 @@ class TraceBatch:
 
 
 def rewards(meta: Sequence[TraceMeta]) -> np.ndarray:
-    """float32 [n, 2]: (r1, r2) per trace. An ungraded attempt is an error, not a silent zero."""
+    """float32 [n, 2]: (r1, r2) per trace, NaN where the grader gave no verdict (status "error").
+    A trace never sent to grading is an error, not a silent zero."""
     missing = [m.problem_id for m in meta if m.grade1 is None or m.grade2 is None]
     if missing:
-        raise ValueError(f"{len(missing)} traces are ungraded, e.g. {missing[0]}")
-    return np.array([[m.grade1.reward, m.grade2.reward] for m in meta], dtype=np.float32).reshape(-1, 2)
+        raise ValueError(f"{len(missing)} traces were never graded, e.g. {missing[0]}")
+    reward = lambda g: g.reward if g.given else np.nan  # noqa: E731
+    return np.array([[reward(m.grade1), reward(m.grade2)] for m in meta], dtype=np.float32).reshape(-1, 2)
+
+
+def graded_groups(r: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """bool [n]: the rows whose whole prompt group has both attempts graded. Training keeps only
+    these: a group's advantages compare its samples with each other, so one ungraded sample
+    leaves the whole group without a baseline."""
+    ungraded = ~np.isfinite(r).all(axis=1)
+    return ~np.isin(groups, groups[ungraded])

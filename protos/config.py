@@ -1,15 +1,21 @@
 """The run configuration: typed, strict, loadable from YAML, importable without torch.
 
 Every section forbids unknown keys, so a typo (`alfa: 10`) is an error that names the key and
-the keys allowed there, never a silently ignored setting.
+the keys allowed there, never a silently ignored setting. Values are never coerced: `alpha: true`,
+`seed: "7"` and `prompts_per_step: 8.0` are errors too. `load_config` then checks the paths the run
+will use (output_dir, model.path, model.cache_dir) before anything starts.
 """
 from __future__ import annotations
 
+import json
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 
 class ConfigError(ValueError):
@@ -17,7 +23,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # strict: no coercion (true -> 1.0, "7" -> 7, 8.0 -> 8 are refused); an int is still a valid float
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True, frozen=False)
 
 
 class ModelConfig(_Section):
@@ -56,9 +63,19 @@ class WarmStartConfig(_Section):
     seed: int = Field(0, description="Seeds the tokenizer corpus, initialisation and SFT data.")
 
 
+def _task_param(value: Any) -> int | float | str:
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return value
+    raise PydanticCustomError("task_param_type", "a task parameter is a number or a string")
+
+
+# One validator, not the union int | float | str: a wrong value is one error, not one per member.
+TaskParam = Annotated[int | float | str, PlainValidator(_task_param)]
+
+
 class TaskConfig(_Section):
     name: str = Field("sort", description="A registered task: sort (built in), math, humaneval (graders/registry.py).")
-    params: dict[str, int | float | str] = Field(
+    params: dict[str, TaskParam] = Field(
         default_factory=dict, description="Task-specific knobs, e.g. {min_len: 5, max_len: 8}."
     )
     eval_size: int = Field(256, ge=1, description="Held-out problems used for evaluation.")
@@ -159,7 +176,12 @@ class ClusterConfig(_Section):
         0, ge=0,
         description="Threads per rollout/learner process; 0 = the CPUs it reserves (rollout_cpus, learner_cpus), at least 1.",
     )
-    grade_timeout_s: float = Field(120, gt=0, description="Deadline for grading one batch; late grades score 0.")
+    grade_timeout_s: float = Field(
+        120, gt=0, description="Deadline for one grader actor's part of a batch; past it the actor is replaced and "
+        "the part graded again elsewhere.")
+    grade_retries: int = Field(
+        2, ge=0, description="Times a part of a batch whose grader actor died or missed the deadline is graded again "
+        "on another actor; after that its traces are left out of training (ungraded), never scored 0.")
     buffer_capacity: int = Field(
         16, ge=1,
         description="Rollout batches (one per rollout actor per step) the trace buffer holds, in flight or waiting "
@@ -225,6 +247,25 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(model.model_fields)
 
 
+# Validation errors that mean "a value of the wrong kind", and the kind the key wants.
+_EXPECTED = {
+    "float_type": "a number",
+    "int_type": "a whole number",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "model_type": "a section (a mapping of its keys)",
+    "task_param_type": "a number or a string",
+}
+_KINDS = {bool: "bool", int: "int", float: "float", str: "str", dict: "mapping", list: "list"}
+
+
+def _as_written(value: Any) -> str:
+    """A value as YAML would show it, with its kind: `bool true`, `str "7"`, `float 8.0`, `null`."""
+    if value is None:
+        return "null"
+    return f"{_KINDS.get(type(value), type(value).__name__)} {json.dumps(value, default=str)}"
+
+
 def _explain(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
@@ -232,9 +273,30 @@ def _explain(err: ValidationError) -> str:
         if e["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(RunConfig, e["loc"]))
             lines.append(f"  {key}: unknown key (allowed here: {allowed})")
+        elif e["type"] in _EXPECTED:
+            lines.append(f"  {key}: expected {_EXPECTED[e['type']]}, got {_as_written(e.get('input'))}")
         else:
             lines.append(f"  {key}: got {e.get('input')!r}: {e['msg']}")
     return "invalid run configuration:\n" + "\n".join(lines)
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.safe_load's reading, except that `1e-5`, `3E4`, `.5e-3` (no dot or no exponent sign) are floats.
+
+    PyYAML follows YAML 1.1, which reads them as strings; with strict types that would make
+    `--set score.lr=1e-5` an error. YAML 1.2 (and every JSON reader) reads them as numbers, as here.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -255,7 +317,7 @@ def parse_overrides(pairs: list[str]) -> dict:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {pair!r}: expected key=value, e.g. score.alpha=5")
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw else None)
+        _set_dotted(tree, key.strip(), _load_yaml(raw) if raw else None)
     return tree
 
 
@@ -266,25 +328,81 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Defaults < YAML file < `key=value` overrides. Raises ConfigError with every problem named."""
+def _directory_problem(path: Path) -> str | None:
+    """Why a run could not create or write into directory `path`, or None if it can."""
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            return f"{path} exists and is not a directory"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"{path} is not writable"
+        return None
+    # it will be created (parents included): the nearest part of it that exists decides whether it can be
+    ancestor = next(p for p in Path(os.path.abspath(path)).parents if os.path.exists(p))
+    if not os.path.isdir(ancestor):
+        return f"{path} cannot be created: {ancestor} is not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{path} cannot be created: {ancestor} is not writable"
+    return None
+
+
+def _model_dir_problem(path: Path) -> str | None:
+    """Why `path` is not a Hugging Face model directory (a config.json naming its model_type), or None."""
+    if not os.path.isdir(path):
+        what = "is not a directory" if os.path.exists(path) else "does not exist"
+        return f"{path} {what}: expected a Hugging Face model directory holding config.json"
+    config = path / "config.json"
+    if not os.path.isfile(config):
+        return f"{path} has no config.json: not a Hugging Face model directory"
+    try:
+        model_config = json.loads(config.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{config} cannot be read: {exc}"
+    except json.JSONDecodeError as exc:
+        return f"{config} is not valid JSON: {exc}"
+    if not isinstance(model_config, dict) or "model_type" not in model_config:
+        return f"{config} names no model_type: not a Hugging Face model config"
+    return None
+
+
+def _path_problems(cfg: RunConfig) -> list[str]:
+    """The paths this machine could not run `cfg` with, one line per key; found without starting anything."""
+    problems = {"output_dir": _directory_problem(Path(cfg.output_dir))}
+    if cfg.model.path is not None:
+        problems["model.path"] = _model_dir_problem(Path(cfg.model.path))
+    else:  # the cache is only read and written when the base model is the locally built one
+        problems["model.cache_dir"] = _directory_problem(Path(cfg.model.cache_dir))
+    return [f"  {key}: {problem}" for key, problem in problems.items() if problem]
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, *, check_paths: bool = True
+) -> RunConfig:
+    """Defaults < YAML file < `key=value` overrides. Raises ConfigError with every problem named.
+
+    check_paths=False skips the checks of output_dir, model.path and model.cache_dir on this machine: for
+    validating a config written for another one (e.g. a cluster's shared storage).
+    """
     tree: dict = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = _load_yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top, got {type(tree).__name__}")
     tree = _merge(tree, parse_overrides(overrides or []))
+    source = f" (from {path})" if path else ""
     try:
-        return RunConfig.model_validate(tree)
+        cfg = RunConfig.model_validate(tree)
     except ValidationError as exc:
-        source = f" (from {path})" if path else ""
         raise ConfigError(_explain(exc) + source) from None
+    problems = _path_problems(cfg) if check_paths else []
+    if problems:
+        raise ConfigError("invalid run configuration:\n" + "\n".join(problems) + source)
+    return cfg
 
 
 def dump_config(cfg: RunConfig) -> str:

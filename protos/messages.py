@@ -18,11 +18,21 @@ class Problem(BaseModel):
 
 
 class Grade(BaseModel):
-    """A grader's verdict on one attempt. Graders never raise on model output: they return this."""
+    """A grader's verdict on one attempt. Graders never raise on model output: they return this.
+
+    Status "error" means no verdict was given: the grader itself failed (its sandbox, its
+    math-verify server, an exception, or the grader actor died or hung and its retries ran out).
+    Its reward is not a judgement of the answer, so training leaves such traces out
+    (`protos.batch.rewards` reads it as NaN) instead of treating the answer as wrong.
+    """
 
     reward: float
     status: GradeStatus
     detail: str = ""
+
+    @property
+    def given(self) -> bool:
+        return self.status != "error"
 
 
 class TraceMeta(BaseModel):

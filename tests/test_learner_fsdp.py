@@ -78,3 +78,20 @@ def test_micro_batches_take_the_same_step_as_one_batch(tiny_model_dir, sort_task
         torch.testing.assert_close(chunked[k], whole[k], atol=2e-5, rtol=1e-4)
     for key in ("policy_loss", "kl_t1", "kl_t2", "logprob_abs_diff", "learner_tokens"):
         assert stats2[key] == pytest.approx(stats1[key], rel=1e-4, abs=1e-7), key
+
+
+def test_a_group_with_an_ungraded_trace_is_left_out_of_the_update(tiny_model_dir, sort_task):
+    """No verdict (NaN) is not a zero reward: the step equals one on the other groups alone."""
+    batch, rewards = _graded_batch(tiny_model_dir, sort_task)
+    ungraded = rewards.copy()
+    ungraded[0, 1] = np.nan  # one attempt of one trace of group 0
+    others = np.flatnonzero(batch.groups != batch.groups[0])
+    with_nan, stats1 = _train(2, tiny_model_dir, (batch, ungraded), 2)
+    without, stats2 = _train(2, tiny_model_dir, (batch.select(others), rewards[others]), 2)
+    zero = rewards.copy()
+    zero[0, 1] = 0.0 if rewards[0, 1] else 1.0  # had the missing grade been read as a verdict, the step would differ
+    as_verdict, _ = _train(2, tiny_model_dir, (batch, zero), 2)
+    for k in with_nan:
+        torch.testing.assert_close(with_nan[k], without[k], atol=2e-5, rtol=1e-4)
+    assert max(float((as_verdict[k] - with_nan[k]).abs().max()) for k in with_nan) > 1e-4
+    assert stats1["learner_tokens"] == stats2["learner_tokens"]

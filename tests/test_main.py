@@ -48,7 +48,7 @@ def test_unknown_key_stops_before_anything_is_written(tmp_path):
 
 def test_missing_model_path_is_named(tmp_path):
     proc = run_cli(["--set", f"output_dir={tmp_path}/runs", "--set", f"model.path={tmp_path}/nope"])
-    assert proc.returncode == 1 and f"model.path {tmp_path}/nope" in proc.stderr
+    assert proc.returncode == 2 and f"model.path: {tmp_path}/nope does not exist" in proc.stderr  # before Ray starts
     assert not (tmp_path / "runs").exists()
 
 

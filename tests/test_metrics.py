@@ -18,3 +18,16 @@ def test_metrics_reject_mismatched_or_empty_input():
         self_correction_metrics(np.array([1, 0]), np.array([1]))
     with pytest.raises(ValueError):
         self_correction_metrics(np.array([]), np.array([]))
+
+
+def test_traces_without_a_verdict_are_counted_not_scored():
+    from learner.driver.metrics import trace_metrics
+    from protos import Grade, TraceMeta
+
+    right, wrong = Grade(reward=1.0, status="pass"), Grade(reward=0.0, status="fail")
+    lost = Grade(reward=0.0, status="error", detail="ungraded: grader actor 0 died")
+    trace = lambda g1, g2: TraceMeta(problem_id="p", group=0, attempt1="a", attempt2="b", grade1=g1, grade2=g2)  # noqa: E731
+    m = trace_metrics([trace(wrong, right), trace(right, right), trace(right, lost), trace(lost, lost)])
+    assert m["ungraded"] == 2
+    assert (m["acc_t1"], m["acc_t2"], m["delta_i2c"]) == (50.0, 100.0, 50.0)  # over the two graded traces
+    assert np.isnan(trace_metrics([trace(lost, right)])["acc_t1"])

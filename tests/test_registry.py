@@ -1,5 +1,6 @@
 """The run registry against a real redis-server: what a run writes, Redis lost and back mid-run, the
-embedded server's lifecycle, `python -m learner.runs`, and a configured Redis that does not answer."""
+heartbeat that tells a dead run from a running one, resumed attempts, the embedded server's
+lifecycle, `python -m learner.runs`, and a configured Redis that does not answer."""
 import json
 import os
 import signal
@@ -13,7 +14,8 @@ import redis
 
 from e2e import ROOT, run_cli
 from learner.tracking.redis_server import EmbeddedRedis
-from learner.tracking.registry import RunEntry, RunRegistry, connect, get_run, list_runs
+from learner.runs import details, table
+from learner.tracking.registry import INDEX, RunEntry, RunRegistry, alive_key, connect, get_run, list_runs, run_key
 from protos import load_config
 from common.ports import free_ports
 
@@ -53,6 +55,18 @@ def redis_process(tmp_path):
     yield server
     if server.proc.poll() is None:
         server.kill()
+
+
+def heartbeats():
+    """The names of the heartbeat threads running now."""
+    return {t.name for t in threading.enumerate() if t.name.startswith("registry-heartbeat-")}
+
+
+@pytest.fixture(autouse=True)
+def no_heartbeat_outlives_its_test():
+    before = heartbeats()  # one leaked by a failed test is blamed on that test only
+    yield
+    assert not heartbeats() - before, "a RunEntry's heartbeat thread was left running"
 
 
 def train(step, stage=1):
@@ -117,6 +131,99 @@ def test_the_final_state_waits_for_redis_and_then_gives_up_naming_the_run_dir(re
     assert str(tmp_path.resolve()) in logs[-1] and "has everything" in logs[-1]
 
 
+def test_a_run_whose_process_died_reads_as_lost_once_its_alive_key_expires(redis_process, tmp_path):
+    client = connect(redis_process.url)
+    entry = RunEntry(client, redis_process.url, "dead", load_config(), tmp_path, print,
+                     heartbeat_s=0.2, alive_ttl_s=1.0)
+    entry.record(train(1))
+    time.sleep(1.5)  # past the TTL: only the heartbeat keeps the key
+    assert get_run(client, "dead")["status"] == "running"
+    assert 0 < client.pttl(alive_key("dead")) <= 1000
+
+    entry.close()  # the heartbeat stops and nothing is written, as when the process is killed
+    died = time.monotonic()
+    assert "registry-heartbeat-dead" not in heartbeats(), "close() returns once the heartbeat thread has ended"
+    run = get_run(client, "dead")
+    assert run["status"] == "running", "lost only once the TTL has run out"
+    while run["status"] == "running":
+        assert time.monotonic() - died < 3.0, "still running well past the TTL"
+        time.sleep(0.05)
+        run = get_run(client, "dead")
+    assert run["status"] == "lost" and run["step"] == 1 and run["updated"]  # when it was last seen
+    (listed,) = list_runs(client)
+    assert listed["status"] == "lost"
+    assert table([listed]).splitlines()[1].split()[1] == "lost" and "lost: its process stopped" in table([listed])
+    assert "status          lost (its process stopped" in details(run)
+
+
+def test_finish_and_fail_stop_the_heartbeat_and_delete_the_alive_key(redis_process, tmp_path):
+    client = connect(redis_process.url)
+    done = RunEntry(client, redis_process.url, "done", load_config(), tmp_path, print, heartbeat_s=0.1)
+    broken = RunEntry(client, redis_process.url, "broken", load_config(), tmp_path, print, heartbeat_s=0.1)
+    assert client.exists(alive_key("done"), alive_key("broken")) == 2
+    assert done.finish("ckpt") and broken.fail("RuntimeError: boom")
+    assert not {"registry-heartbeat-done", "registry-heartbeat-broken"} & heartbeats()
+    time.sleep(0.3)  # a heartbeat still running would put a key back
+    assert client.exists(alive_key("done"), alive_key("broken")) == 0
+    assert {r["run_id"]: r["status"] for r in list_runs(client)} == {"done": "finished", "broken": "failed"}
+
+
+def test_a_resumed_run_keeps_its_start_and_counts_attempts(redis_process, tmp_path):
+    client = connect(redis_process.url)
+    cfg = load_config(None, [f"cluster.redis_url={redis_process.url}"])
+    registry = RunRegistry(cfg)
+    first = registry.open_run("r", cfg, tmp_path, print)
+    first.record(train(3))
+    first.fail("RuntimeError: node lost")
+    client.hset(run_key("r"), "started", "2026-01-01 00:00:00")  # a start unlike any this test could write
+    score = client.zscore(INDEX, "r")
+    assert get_run(client, "r")["attempt"] == 1 and "resumed" not in get_run(client, "r")
+
+    second = registry.open_run("r", cfg, tmp_path, print, attempt=2)
+    run = get_run(client, "r")
+    assert (run["status"], run["attempt"], run["error"]) == ("running", 2, "")
+    assert run["started"] == "2026-01-01 00:00:00" and run["resumed"] and client.zscore(INDEX, "r") == score
+    assert [r["run_id"] for r in list_runs(client)] == ["r"]
+    assert table([run]).splitlines()[1].split()[:3] == ["r", "running", "2"]
+    second.finish("ckpt")
+    assert (get_run(client, "r")["status"], get_run(client, "r")["attempt"]) == ("finished", 2)
+    registry.close()
+
+
+def test_hashes_written_before_heartbeats_and_attempts_still_read(redis_process):
+    client = connect(redis_process.url)
+    for run_id, status in (("old-done", "finished"), ("old-running", "running")):
+        client.hset(run_key(run_id), mapping={"run_id": run_id, "status": status, "step": "4", "updated": "then"})
+        client.zadd(INDEX, {run_id: 1.0})
+    runs = {r["run_id"]: r for r in list_runs(client)}
+    assert {k: (r["status"], r["attempt"]) for k, r in runs.items()} == {
+        "old-done": ("finished", 1), "old-running": ("lost", 1)}
+
+
+def test_the_heartbeat_rides_out_a_redis_outage_without_raising(redis_process, tmp_path):
+    logs = []
+    entry = RunEntry(connect(redis_process.url), redis_process.url, "outage", load_config(), tmp_path, logs.append,
+                     heartbeat_s=0.1, alive_ttl_s=1.0)
+    redis_process.kill()
+    time.sleep(0.6)  # several beats fail, each backing the state writes off further
+    started = time.monotonic()
+    entry.record(train(1))
+    assert time.monotonic() - started < 0.5, "the heartbeat's failures must not stall training"
+    assert "registry-heartbeat-outage" in heartbeats(), "the heartbeat goes on"
+    assert sum("failed" in line for line in logs) == 1, logs
+
+    redis_process.start()  # back, and empty
+    client = connect(redis_process.url)
+    deadline = time.monotonic() + 5.0
+    while not client.exists(alive_key("outage")):
+        assert time.monotonic() < deadline, "the heartbeat did not come back with Redis"
+        time.sleep(0.05)
+    entry.record(train(2))  # written at once, not after the back-off the failed beats built up
+    assert (get_run(client, "outage")["status"], get_run(client, "outage")["step"]) == ("running", 2)
+    assert any("answers again" in line for line in logs)
+    assert entry.finish("ckpt") and get_run(client, "outage")["status"] == "finished"
+
+
 def test_embedded_server_is_shared_stopped_by_its_last_user_and_keeps_its_data(tmp_path):
     data = tmp_path / ".redis"
     first, second = EmbeddedRedis(data), EmbeddedRedis(data)
@@ -148,8 +255,8 @@ def test_learner_runs_lists_and_shows_the_embedded_registry(tmp_path):
     listed = runs("list")
     assert listed.returncode == 0, listed.stderr
     header, row = listed.stdout.splitlines()
-    assert header.split()[:5] == ["run", "status", "stage", "step", "version"]
-    assert row.split()[:8] == ["demo-20260101-000000", "finished", "1", "1", "1", "57.8", "48.4", "-9.4"]
+    assert header.split()[:6] == ["run", "status", "attempt", "stage", "step", "version"]
+    assert row.split()[:9] == ["demo-20260101-000000", "finished", "1", "1", "1", "1", "57.8", "48.4", "-9.4"]
     shown = runs("show", "demo-20260101-000000")
     assert shown.returncode == 0 and "checkpoint      /x/checkpoint" in shown.stdout
     assert "last train" in shown.stdout and "config:\n  name: demo" in shown.stdout
@@ -174,9 +281,10 @@ def test_learner_runs_names_what_is_missing(tmp_path):
 
 
 def test_learner_runs_reads_a_configured_redis(redis_process, tmp_path):
-    RunEntry(connect(redis_process.url), redis_process.url, "remote-1", load_config(), tmp_path, print)
+    entry = RunEntry(connect(redis_process.url), redis_process.url, "remote-1", load_config(), tmp_path, print)
     listed = subprocess.run([sys.executable, "-m", "learner.runs", "--redis-url", redis_process.url],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    entry.close()
     assert listed.returncode == 0 and "remote-1" in listed.stdout and "running" in listed.stdout
 
 

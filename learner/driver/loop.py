@@ -32,6 +32,7 @@ from learner.driver.buffer import TraceBuffer
 from learner.driver.metrics import trace_metrics
 from learner.training.losses import Objective, stage_schedule
 from protos import BatchInfo, Problem, RunConfig, rewards
+from protos.batch import graded_groups
 
 
 def held_out_label(task) -> str:
@@ -98,6 +99,7 @@ class TrainLoop:
         self.in_flight: deque[InFlight] = deque()
         self.requested_steps = 0  # training steps whose rollouts have been requested
         self.batches_requested = 0  # rollout batches requested for training, stale re-requests included
+        self.traces_left_out = 0  # traces not trained on because a grade in their group was never given
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -190,6 +192,12 @@ class TrainLoop:
         infos, batches, waits = self._step_batches(step)
         meta = [m for info in infos for m in info.meta]
         r = rewards(meta)
+        left_out = sum(int((~graded_groups(rewards(info.meta), np.array([m.group for m in info.meta]))).sum())
+                       for info in infos)  # the learner leaves the same groups out (per batch, as here)
+        if left_out == len(meta):
+            raise RuntimeError(f"no trace of step {step} got a verdict from the graders (e.g. "
+                               f"{meta[0].grade1.detail!r}): nothing to train on")
+        self.traces_left_out += left_out
         stats = self.backend.train(objective, r, batches)
         lags = [self.version - info.policy_version for info in infos]
         self.version += 1
@@ -205,12 +213,13 @@ class TrainLoop:
             "policy_version": self.version, "sampled_policy_version": min(info.policy_version for info in infos),
             "policy_lag_mean": float(np.mean(lags)), "policy_lag_max": max(lags),
             **{f"train_{k}": v for k, v in trace_metrics(meta).items()},  # the five metrics on this step's samples
-            "reward_t1": float(r[:, 0].mean()), "reward_t2": float(r[:, 1].mean()),
+            "reward_t1": float(np.nanmean(r[:, 0])), "reward_t2": float(np.nanmean(r[:, 1])),
             **stats, "rollout_tokens": rollout_tokens, **waits, "sync_s": sync_s,
             "step_s": time.perf_counter() - started,
             "rollout_tokens_per_s": rollout_tokens / max(engine_s, 1e-9),
             "learner_tokens_per_s": stats["learner_tokens"] / max(stats["learner_s"], 1e-9),
-            "buffer_depth": len(self.buffer), "batches_trained": len(batches), "traces_trained": len(meta),
+            "buffer_depth": len(self.buffer), "batches_trained": len(batches), "traces_trained": len(meta) - left_out,
+            "traces_left_out": left_out, "traces_left_out_total": self.traces_left_out,
             "batches_stale_total": self.buffer.dropped_stale, "batches_requested_total": self.batches_requested,
         }
         self.on_record(record)

@@ -24,11 +24,17 @@ def self_correction_metrics(r1: np.ndarray, r2: np.ndarray) -> dict[str, float]:
 
 
 def trace_metrics(meta: list[TraceMeta]) -> dict[str, float]:
-    """The five metrics of graded traces, plus how often attempt 2 repeats attempt 1 (the paper's
-    collapse signal)."""
+    """The five metrics over the traces whose both attempts got a verdict, how often attempt 2
+    repeats attempt 1 (the paper's collapse signal), and how many traces got no verdict
+    (`ungraded`: they are left out, never counted as wrong; all of them ungraded gives NaN metrics)."""
     r = rewards(meta)
-    out = self_correction_metrics(r[:, 0], r[:, 1])
+    graded = np.isfinite(r).all(axis=1)
+    if graded.any():
+        out = self_correction_metrics(r[graded, 0], r[graded, 1])
+    else:
+        out = dict.fromkeys(METRIC_NAMES, float("nan"))
     out["same_answer"] = 100.0 * float(np.mean([m.attempt1.strip() == m.attempt2.strip() for m in meta]))
+    out["ungraded"] = int((~graded).sum())
     return out
 
 

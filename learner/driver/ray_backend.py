@@ -51,6 +51,7 @@ class RayBackend:
         self.graders = GraderPool(
             cfg.task.name, cfg.task.params, num_actors=c.grader_actors,
             batch_timeout_s=c.grade_timeout_s, num_cpus_per_actor=c.grader_cpus, resources=c.grader_resources,
+            retries=c.grade_retries,
         )
         self.learners = LearnerGroup(
             base_dir, c.learner_workers, cpus=c.learner_cpus, gpus=c.learner_gpus, threads=threads(c.learner_cpus),

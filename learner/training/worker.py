@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 from learner.training.losses import Objective, advantages, score_loss, token_logprobs
 from protos import TraceBatch
+from protos.batch import graded_groups
 
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=5)
 
@@ -60,12 +61,15 @@ class LearnerWorker:
 
     def train_step(self, objective: Objective, rewards: np.ndarray, *batches: TraceBatch) -> dict[str, float]:
         """One update on `batches` (each sampled by one policy version, not necessarily the same),
-        whose traces in order have `rewards` (float [n, 2]: attempt 1, attempt 2). Returns the step's
-        stats, the same on every rank."""
+        whose traces in order have `rewards` (float [n, 2]: attempt 1, attempt 2; NaN where no
+        verdict was given). Returns the step's stats, the same on every rank."""
         started = time.perf_counter()
         batch = TraceBatch.concat(batches)
         if rewards.shape != (len(batch), 2):
             raise ValueError(f"rewards of shape {rewards.shape} for {len(batch)} traces")
+        keep = graded_groups(rewards, batch.groups)  # NaN: no verdict; such groups are left out, not scored 0
+        if not keep.all():
+            batch, rewards = batch.select(np.flatnonzero(keep)), rewards[keep]
         adv1, adv2 = advantages(rewards[:, 0], rewards[:, 1], batch.groups, objective)
         rows = self.my_rows(len(batch))
 
