@@ -1,4 +1,5 @@
-"""The single controller: `python -m learner.main [--config FILE] [--set key=value ...]`.
+"""The single controller: `python -m learner.main [--config FILE] [--set key=value ...]`, or
+`python -m learner.main --resume RUN_DIR` to continue a stopped run from its newest checkpoint.
 
 With no arguments: a local Ray, the built-in task, the cached tiny base model (warm-started if
 missing), Stage I then Stage II, and the five metrics for the base and the trained policy.
@@ -7,13 +8,17 @@ Under `ray job submit` it attaches to that cluster (RAY_ADDRESS) and does the sa
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import signal
 import sys
 import time
 import traceback
+from pathlib import Path
 
 from protos import ConfigError, RunConfig, load_config
+from protos.config import changed_keys
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,15 +31,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override one setting, e.g. --set score.alpha=5 (repeatable)",
     )
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR",
+        help="continue a stopped run from its newest good checkpoint, in the same run directory, with the "
+        "config it was started with (--set may change the keys --allow-change names)",
+    )
+    parser.add_argument(
+        "--allow-change", dest="allow_change", action="append", default=[], metavar="KEY",
+        help="with --resume: a config key (or a whole section, e.g. cluster) that --set may change (repeatable)",
+    )
     return parser.parse_args(argv)
 
 
-def run(cfg: RunConfig) -> dict[str, dict[str, float]]:
+def resume_config(run_dir: Path, overrides: list[str], allowed: list[str]) -> RunConfig:
+    """The stopped run's config with `overrides`; a change to a key not in `allowed` is refused,
+    naming the keys, because a resumed run must continue the same experiment."""
+    saved_file = run_dir / "config.yaml"
+    if not saved_file.is_file():
+        raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a run directory?")
+    saved = load_config(saved_file)
+    cfg = load_config(saved_file, overrides)
+    refused = [key for key in changed_keys(saved, cfg)
+               if not any(key == a or key.startswith(a + ".") for a in allowed)]
+    if refused:
+        raise ConfigError(
+            f"--resume {run_dir}: --set changes {', '.join(refused)} from the run's config; a resumed run continues "
+            "the same experiment, so pass --allow-change KEY for each key that may change"
+        )
+    return cfg
+
+
+def run(cfg: RunConfig, resume: Path | None = None) -> dict[str, dict[str, float]]:
     import ray
 
     from common import telemetry
     from graders.registry import make_task
-    from learner.driver.loop import TrainLoop, held_out_label
+    from learner.driver import checkpoint
+    from learner.driver.loop import Stopped, TrainLoop, held_out_label
     from learner.driver.metrics import format_table
     from learner.driver.ray_backend import RayBackend
     from learner.driver.startup import connect_ray, log, open_registry, size_cluster
@@ -43,25 +76,47 @@ def run(cfg: RunConfig) -> dict[str, dict[str, float]]:
 
     task = make_task(cfg.task.name, cfg.task.params)
     base_dir = str(ensure_base_model(cfg, task, log))
+    reference = checkpoint.model_fingerprint(base_dir)
+    resume_from = resume and resume_point(resume, reference, log)
     started_ray = connect_ray(cfg)
     log(f"Prometheus metrics (ray_score_*): {' '.join(telemetry.metrics_endpoints())}")
     cfg = size_cluster(cfg)
     registry = open_registry(cfg)
-    run_dir = RunDir(cfg)
-    log(f"run directory: {run_dir.path}")
-    entry = registry.open_run(run_dir.path.name, cfg, run_dir.path, log)
+    if resume_from:
+        attempt = attempts(resume) + 1
+        run_dir = RunDir.reopen(resume, cfg, resume_from.loop_state()["records_written"], attempt)
+        with (run_dir.path / "resumes.jsonl").open("a") as f:
+            f.write(json.dumps({"attempt": attempt, "from_step": resume_from.step, "time": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+        log(f"resuming {run_dir.path} from {resume_from.path.name} (attempt {attempt})")
+    else:
+        attempt, run_dir = 1, RunDir.create(cfg)
+        log(f"run directory: {run_dir.path}")
+    entry = registry.open_run(run_dir.path.name, cfg, run_dir.path, log, attempt=attempt)
 
     def on_record(record: dict) -> None:
         run_dir.log_metrics(record)
         entry.record(record)
         telemetry.record(record)
 
+    def on_checkpoint(step: int) -> None:
+        started = time.perf_counter()
+        state = {**loop.state_dict(), "records_written": run_dir.records_written, "reference_model": reference}
+        saved = checkpoint.save(checkpoint.checkpoints_dir(run_dir.path), step, state, backend.save_state,
+                                cfg.checkpoint.keep_last)
+        log(f"checkpoint {saved.path.name} ({time.perf_counter() - started:.1f}s)")
+
     try:
         backend = RayBackend(cfg, base_dir)
-        loop = TrainLoop(cfg, task, backend, on_record, log)
+        loop = TrainLoop(cfg, task, backend, on_record, log, on_checkpoint)
+        stop_on_signals(loop)
         started = time.perf_counter()
-        log(f"evaluating the base model on {held_out_label(cfg.task)} (greedy)")
-        rows = {"base": loop.evaluate(step=0)}
+        if resume_from:
+            backend.load_state(str(resume_from.learner_dir))
+            loop.load_state_dict(resume_from.loop_state())
+            rows = {"base": next(r for r in run_dir.records() if r["kind"] == "eval" and r["step"] == 0)}
+        else:
+            log(f"evaluating the base model on {held_out_label(cfg.task)} (greedy)")
+            rows = {"base": loop.evaluate(step=0)}
         loop.train()
         total_steps = cfg.score.stage1_steps + cfg.score.stage2_steps
         log("evaluating the trained policy")
@@ -74,9 +129,14 @@ def run(cfg: RunConfig) -> dict[str, dict[str, float]]:
         backend.close()
         run_dir.finish({
             "metrics": rows, "steps": total_steps, "wall_s": time.perf_counter() - started,
-            "base_model": base_dir, "checkpoint": str(run_dir.checkpoint),
+            "base_model": base_dir, "checkpoint": str(run_dir.checkpoint), "attempts": attempt,
         })
         entry.finish(str(run_dir.checkpoint))
+    except Stopped as exc:
+        exc.resume_command = f"python -m learner.main --resume {run_dir.path}"
+        run_dir.fail(f"{exc}; resume with: {exc.resume_command}")
+        entry.fail(f"{exc}; resume with: {exc.resume_command}")
+        raise
     except BaseException as exc:
         reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         run_dir.fail(reason)
@@ -91,18 +151,65 @@ def run(cfg: RunConfig) -> dict[str, dict[str, float]]:
     return rows
 
 
+def resume_point(run_dir: Path, reference: str, log):
+    """The newest good checkpoint of `run_dir`, checked to continue from the same reference model."""
+    from learner.driver import checkpoint
+
+    found = checkpoint.latest(checkpoint.checkpoints_dir(run_dir), log)
+    if found is None:
+        raise checkpoint.CheckpointError(
+            f"{run_dir} has no checkpoint to resume from: the run stopped before its first (checkpoint.every_steps)"
+        )
+    if found.loop_state()["reference_model"] != reference:
+        raise checkpoint.CheckpointError(
+            f"{found.path} was trained against another base (reference) model than the one this config gives now"
+        )
+    return found
+
+
+def attempts(run_dir: Path) -> int:
+    """How many times this run has started: once, plus once per resume."""
+    resumes = run_dir / "resumes.jsonl"
+    return 1 + (len(resumes.read_text().splitlines()) if resumes.exists() else 0)
+
+
+def stop_on_signals(loop) -> None:
+    """SIGTERM (preemption) and SIGINT (Ctrl-C) stop the run at the next step boundary, after a
+    checkpoint; a second one stops it at once."""
+    def request_stop(signum, frame):
+        if loop.stop_requested:
+            raise KeyboardInterrupt
+        loop.stop_requested = signal.Signals(signum).name
+        print(f"\n{loop.stop_requested}: stopping after this step, with a checkpoint (again to stop now)", flush=True)
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
+        if args.resume:
+            if args.config:
+                raise ConfigError("--resume takes the run's own config.yaml; --config cannot be given with it")
+            cfg = resume_config(Path(args.resume), args.overrides, args.allow_change)
+        else:
+            if args.allow_change:
+                raise ConfigError("--allow-change is for --resume")
+            cfg = load_config(args.config, args.overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from learner.driver.checkpoint import CheckpointError
+    from learner.driver.loop import Stopped
     from learner.driver.startup import StartupError
 
     try:
-        run(cfg)
-    except (StartupError, FileNotFoundError, ValueError) as exc:
+        run(cfg, Path(args.resume) if args.resume else None)
+    except Stopped as exc:
+        print(f"{exc}, with a checkpoint; resume with: {exc.resume_command}", file=sys.stderr)
+        return 3
+    except (StartupError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -121,6 +121,13 @@ class EvalConfig(_Section):
     max_new_tokens: int | None = Field(None, ge=1, description="Unset = score.max_new_tokens.")
 
 
+class CheckpointConfig(_Section):
+    every_steps: int = Field(
+        10, ge=0, description="Save a resumable checkpoint (policy, optimizer, loop state) every N training steps and "
+        "after the last one; 0 = only after the last one.")
+    keep_last: int = Field(2, ge=1, description="Resumable checkpoints kept; older ones are deleted.")
+
+
 def _count(value: Any) -> int | str:
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         return value
@@ -233,6 +240,7 @@ class RunConfig(_Section):
     task: TaskConfig = Field(default_factory=TaskConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
 
@@ -403,6 +411,21 @@ def load_config(
     if problems:
         raise ConfigError("invalid run configuration:\n" + "\n".join(problems) + source)
     return cfg
+
+
+def changed_keys(a: RunConfig, b: RunConfig) -> list[str]:
+    """The dotted keys whose values differ between two configs (e.g. `score.alpha`)."""
+    def flat(tree: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in tree.items():
+            if isinstance(value, dict) and key != "params" and not key.endswith("_resources"):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[prefix + key] = value
+        return out
+
+    fa, fb = flat(a.model_dump(mode="json")), flat(b.model_dump(mode="json"))
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -31,6 +31,9 @@ def test_full_run_writes_a_complete_run_directory(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["metrics"]) == {"base", "SCoRe"}
     assert (run / "training.png").stat().st_size > 1000 and (run / "config.yaml").exists()
+    # the resumable checkpoint after the last step: each of the two ranks wrote its own shards
+    (resumable,) = (run / "checkpoints").iterdir()
+    assert resumable.name == "step_000004" and len(list((resumable / "learner").glob("*.distcp"))) == 2
 
     # the checkpoint is a Hugging Face directory that loads and generates
     model = AutoModelForCausalLM.from_pretrained(run / "checkpoint")
@@ -60,3 +63,21 @@ def test_unreachable_cluster_fails_fast_with_the_address(tiny_model_dir, tmp_pat
     )
     assert proc.returncode == 1 and "'127.0.0.1:1' does not answer" in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_refuses_a_changed_config_naming_the_keys(tmp_path, capsys):
+    from learner.main import main
+    from protos import dump_config, load_config
+
+    run = tmp_path / "score-1"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(load_config(None, [f"output_dir={tmp_path}"])))
+    changes = ["--set", "score.alpha=5", "--set", "cluster.rollout_actors=3"]
+    assert main(["--resume", str(run), *changes]) == 2
+    err = capsys.readouterr().err
+    assert "changes cluster.rollout_actors, score.alpha from the run's config" in err and "--allow-change" in err
+    assert main(["--resume", str(run), *changes, "--allow-change", "cluster"]) == 2  # one key still refused
+    assert "changes score.alpha from" in capsys.readouterr().err
+    assert main(["--resume", str(tmp_path / "nothing")]) == 2
+    assert "no config.yaml there" in capsys.readouterr().err
+    assert main(["--resume", str(run), "--config", str(run / "config.yaml")]) == 2

@@ -66,5 +66,12 @@ class LocalBackend:
     def save(self, out_dir: str) -> None:
         self.learner.save(out_dir)
 
+    def save_state(self, out_dir: str) -> None:
+        """The learner's resumable state (policy and optimizer, sharded)."""
+        self.learner.save_state(out_dir)
+
+    def load_state(self, in_dir: str) -> None:
+        self.learner.load_state(in_dir)
+
     def close(self) -> None:
         self.learner.close()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -83,9 +83,10 @@ class Backend(Protocol):
 
 class TrainLoop:
     def __init__(self, cfg: RunConfig, task: Task, backend: Backend, on_record: Callable[[dict], None],
-                 log: Callable[[str], None]):
+                 log: Callable[[str], None], on_checkpoint: Callable[[int], None] | None = None):
         self.cfg, self.task, self.backend = cfg, task, backend
-        self.on_record, self.log = on_record, log
+        self.on_record, self.log, self.on_checkpoint = on_record, log, on_checkpoint
+        self.stop_requested: str | None = None  # set (e.g. by a signal handler) to stop at the next step boundary
         self.version = 0  # updates the learner has made = the newest policy version sent to the engines
         self.rng = np.random.default_rng(cfg.seed)
         self.lag = cfg.cluster.max_policy_lag
@@ -100,6 +101,7 @@ class TrainLoop:
         self.requested_steps = 0  # training steps whose rollouts have been requested
         self.batches_requested = 0  # rollout batches requested for training, stale re-requests included
         self.traces_left_out = 0  # traces not trained on because a grade in their group was never given
+        self.replay: deque[tuple[int, Request]] = deque()  # requests drawn before a checkpoint, made again on resume
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -123,7 +125,11 @@ class TrainLoop:
         while (self.requested_steps < self.total_steps and self.requested_steps <= self.version + self.lag
                and self.buffer.free >= shards):
             step = self.requested_steps + 1
-            request = self.train_request()
+            if self.replay:
+                replayed_step, request = self.replay.popleft()
+                assert replayed_step == step, f"the checkpoint's request for step {replayed_step} came at step {step}"
+            else:
+                request = self.train_request()
             request.min_version = max(0, step - 1 - self.lag)
             self.buffer.reserve(shards)
             self.in_flight.append(InFlight(step, request, self.backend.submit(request)))
@@ -225,14 +231,47 @@ class TrainLoop:
         self.on_record(record)
         return record
 
+    # --- checkpoint state -------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """What a resumed loop needs to take the same steps (JSON-able). Rollouts in flight are
+        represented by their requests, which a resumed run makes again."""
+        return {
+            "version": self.version,
+            "rng": self.rng.bit_generator.state,
+            "requests": [{"step": e.step, "problems": [p.model_dump() for p in e.request.problems], "k": e.request.k,
+                          "params": asdict(e.request.params), "min_version": e.request.min_version}
+                         for e in self.in_flight],
+            # the in-flight requests are counted again when the resumed loop makes them
+            "batches_requested": self.batches_requested - sum(len(e.shards) for e in self.in_flight),
+            "batches_stale_total": self.buffer.dropped_stale,
+            "traces_left_out": self.traces_left_out,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue after step state["version"]: the backend's learner must hold that step's weights
+        already; the engines are sent them here."""
+        self.version = self.requested_steps = state["version"]
+        self.rng.bit_generator.state = state["rng"]
+        self.replay = deque((r["step"], Request([Problem(**p) for p in r["problems"]], r["k"],
+                                                SamplingParams(**r["params"]), r["min_version"]))
+                            for r in state["requests"])
+        self.batches_requested, self.buffer.dropped_stale = state["batches_requested"], state["batches_stale_total"]
+        self.traces_left_out = state["traces_left_out"]
+        self.backend.sync(self.version)
+
     # --- the schedule -----------------------------------------------------------------------
 
     def train(self) -> None:
+        """The schedule's steps after those already done (all of them for a new run). Stops early,
+        with a checkpoint, at the first step boundary after `stop_requested` is set."""
         step = 0
         for objective, steps in self.schedule:
             label = f"stage {objective.stage}" if objective.method == "score" else objective.method
             for i in range(steps):
                 step += 1
+                if step <= self.version:  # done before the checkpoint this run resumed from
+                    continue
                 r = self.train_step(objective, step)
                 self.log(
                     f"{label} step {i + 1}/{steps} ({step}/{self.total_steps}) | reward@t1 {r['reward_t1']:.3f} "
@@ -244,6 +283,19 @@ class TrainLoop:
                 if self.cfg.eval.every_steps and step % self.cfg.eval.every_steps == 0 and step < self.total_steps:
                     m = self.evaluate(step)
                     self.log(f"eval @ step {step}: Acc@t1 {m['acc_t1']:.1f} Acc@t2 {m['acc_t2']:.1f} Δ {m['delta']:+.1f}")
+                every = self.cfg.checkpoint.every_steps
+                if self.on_checkpoint and (step == self.total_steps or self.stop_requested or (every and step % every == 0)):
+                    self.on_checkpoint(step)
+                if self.stop_requested and step < self.total_steps:
+                    raise Stopped(self.stop_requested, step)
+
+
+class Stopped(Exception):
+    """The loop stopped early on request (SIGTERM, SIGINT), after checkpointing its last step."""
+
+    def __init__(self, why: str, step: int):
+        super().__init__(f"stopped by {why} after step {step}")
+        self.why, self.step = why, step
 
 
 def problems_of(info: BatchInfo, problems: list[Problem]) -> list[Problem]:

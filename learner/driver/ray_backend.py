@@ -99,5 +99,12 @@ class RayBackend:
     def save(self, out_dir: str) -> None:
         self.learners.save(out_dir)
 
+    def save_state(self, out_dir: str) -> None:
+        """The learner's resumable state (policy and optimizer, sharded)."""
+        self.learners.save_state(out_dir)
+
+    def load_state(self, in_dir: str) -> None:
+        self.learners.load_state(in_dir)
+
     def close(self) -> None:
         self.learners.close()

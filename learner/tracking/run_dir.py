@@ -1,4 +1,5 @@
-"""A run's directory: resolved config, metrics JSONL, checkpoint, plot, and a summary written last.
+"""A run's directory: resolved config, metrics JSONL, resumable checkpoints, the final checkpoint,
+plot, and a summary written last.
 
 `summary.json` exists only for a run that finished; a failed run gets `FAILED` with the reason
 instead, so nothing half-written ever looks complete.
@@ -13,16 +14,39 @@ from protos import RunConfig, dump_config
 
 
 class RunDir:
-    def __init__(self, cfg: RunConfig):
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.path = Path(cfg.output_dir) / f"{cfg.name}-{stamp}"
-        suffix = 1
-        while self.path.exists():
-            self.path = Path(cfg.output_dir) / f"{cfg.name}-{stamp}-{suffix}"
-            suffix += 1
-        self.path.mkdir(parents=True)
-        (self.path / "config.yaml").write_text(dump_config(cfg))
+    def __init__(self, path: Path):
+        self.path = Path(path)
         self.metrics_path = self.path / "metrics.jsonl"
+        self.records_written = len(self.records())
+
+    @classmethod
+    def create(cls, cfg: RunConfig) -> "RunDir":
+        """A new directory <output_dir>/<name>-<timestamp> holding the resolved config."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path(cfg.output_dir) / f"{cfg.name}-{stamp}"
+        suffix = 1
+        while path.exists():
+            path = Path(cfg.output_dir) / f"{cfg.name}-{stamp}-{suffix}"
+            suffix += 1
+        path.mkdir(parents=True)
+        (path / "config.yaml").write_text(dump_config(cfg))
+        return cls(path)
+
+    @classmethod
+    def reopen(cls, path: Path, cfg: RunConfig, records_kept: int, attempt: int) -> "RunDir":
+        """A stopped run's directory, to continue from a checkpoint: metrics.jsonl cut back to the
+        `records_kept` records the checkpoint had seen (later ones will be written again), the
+        config as resumed, and the last attempt's FAILED kept as FAILED.<attempt - 1>."""
+        run = cls(path)
+        kept = run.metrics_path.read_text().splitlines(keepends=True)[:records_kept] if run.metrics_path.exists() else []
+        tmp = run.path / ".metrics.jsonl.tmp"
+        tmp.write_text("".join(kept))
+        tmp.rename(run.metrics_path)
+        run.records_written = len(kept)
+        (run.path / "config.yaml").write_text(dump_config(cfg))
+        if (run.path / "FAILED").exists():
+            (run.path / "FAILED").rename(run.path / f"FAILED.{attempt - 1}")
+        return run
 
     @property
     def checkpoint(self) -> Path:
@@ -31,6 +55,7 @@ class RunDir:
     def log_metrics(self, record: dict) -> None:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        self.records_written += 1
 
     def records(self) -> list[dict]:
         if not self.metrics_path.exists():

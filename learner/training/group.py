@@ -59,5 +59,11 @@ class LearnerGroup:
     def save(self, out_dir: str) -> None:
         ray.get([a.save.remote(out_dir) for a in self.actors])
 
+    def save_state(self, out_dir: str) -> None:
+        ray.get([a.save_state.remote(out_dir) for a in self.actors])
+
+    def load_state(self, in_dir: str) -> None:
+        ray.get([a.load_state.remote(in_dir) for a in self.actors])
+
     def close(self) -> None:
         ray.get([a.close.remote() for a in self.actors])

@@ -162,6 +162,26 @@ class LearnerWorker:
         state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return state if self.rank == 0 else None
 
+    def save_state(self, out_dir: str | Path) -> None:
+        """The policy and optimizer state, sharded as FSDP holds it: each rank writes its own shards
+        (torch.distributed.checkpoint), so no rank ever gathers the whole model. Every rank must call
+        it, with the same directory (on several nodes, storage they all see)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model, optimizer = get_state_dict(self.model, self.optimizer)
+        dcp.save({"model": model, "optimizer": optimizer}, checkpoint_id=str(out_dir))
+
+    def load_state(self, in_dir: str | Path) -> None:
+        """Load what save_state wrote, into this rank's shards (any world size: DCP reshards)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        model, optimizer = get_state_dict(self.model, self.optimizer)
+        state = {"model": model, "optimizer": optimizer}
+        dcp.load(state, checkpoint_id=str(in_dir))
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
     def save(self, out_dir: str | Path) -> None:
         """Write a Hugging Face directory (rank 0). Every rank must call it: it gathers the weights."""
         from transformers import AutoModelForCausalLM

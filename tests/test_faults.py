@@ -1,0 +1,82 @@
+"""Stopping a real run and resuming it: SIGTERM (preemption) checkpoints and exits 3 naming the
+resume command; kill -9 of the driver mid-run loses only the steps since the last checkpoint;
+`--resume` continues in the same run directory with every step recorded exactly once."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from e2e import ROOT, quick_overrides, run_cli
+from ray_head import ray_head
+
+pytestmark = pytest.mark.slow
+
+STEPS = 10  # 5 + 5: long enough to be stopped mid-run twice
+
+
+def train_steps(run: Path) -> list[int]:
+    lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
+    return [r["step"] for r in map(json.loads, lines) if r["kind"] == "train"]
+
+
+def start(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "learner.main", *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_until(condition, proc: subprocess.Popen, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run exited ({proc.returncode}) before {what}: {proc.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise TimeoutError(f"{what} did not happen within {timeout_s:g}s")
+        time.sleep(0.05)
+
+
+def test_sigterm_then_kill_9_then_resume_records_every_step_once(tmp_path):
+    overrides = quick_overrides(tmp_path) + [
+        "--set", "score.stage1_steps=5", "--set", "score.stage2_steps=5", "--set", "checkpoint.every_steps=1",
+    ]
+    with ray_head() as head:
+        env = {**head.env, "RAY_ADDRESS": head.address}
+
+        # 1. SIGTERM mid-run: a checkpoint at the next step boundary, exit 3, the resume command named
+        proc = start(overrides, env)
+        runs = tmp_path / "runs"
+        run_dir = lambda: next((d for d in runs.iterdir() if (d / "config.yaml").exists()), None) if runs.exists() else None  # noqa: E731
+        wait_until(lambda: run_dir() is not None and len(train_steps(run_dir())) >= 2, proc, 300, "training step 2")
+        run = run_dir()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 3, err[-3000:]
+        assert f"resume with: python -m learner.main --resume {run}" in err
+        stopped_at = train_steps(run)[-1]
+        assert stopped_at < STEPS and "stopped by SIGTERM" in (run / "FAILED").read_text()
+        assert (run / "checkpoints" / f"step_{stopped_at:06d}").is_dir()
+
+        # 2. the resumed run killed -9 a few steps later: everything since its last checkpoint is lost
+        proc = start(["--resume", str(run)], env)
+        wait_until(lambda: len(train_steps(run)) >= stopped_at + 2, proc, 300, "two more steps")
+        proc.kill()
+        proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+
+        # 3. resumed again: it finishes, in the same directory, every step recorded once
+        done = run_cli(["--resume", str(run)], env=env)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert train_steps(run) == list(range(1, STEPS + 1))
+    evals = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
+    assert evals == [0, STEPS]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["attempts"] == 3 and set(summary["metrics"]) == {"base", "SCoRe"}
+    resumes = [json.loads(line) for line in (run / "resumes.jsonl").read_text().splitlines()]
+    assert [r["attempt"] for r in resumes] == [2, 3] and resumes[0]["from_step"] == stopped_at
+    assert (run / "FAILED.1").exists() and not (run / "FAILED").exists()
+    assert len(list((run / "checkpoints").glob("step_*"))) == 2  # checkpoint.keep_last
+    assert "resuming" in done.stdout and f"from step_{resumes[1]['from_step']:06d}" in done.stdout
