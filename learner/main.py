@@ -83,8 +83,9 @@ def run(cfg: RunConfig, resume: Path | None = None) -> dict[str, dict[str, float
     cfg = size_cluster(cfg)
     registry = open_registry(cfg)
     if resume_from:
+        resumed_state = resume_from.loop_state()
         attempt = attempts(resume) + 1
-        run_dir = RunDir.reopen(resume, cfg, resume_from.loop_state()["records_written"], attempt)
+        run_dir = RunDir.reopen(resume, cfg, resumed_state["records_written"], attempt)
         with (run_dir.path / "resumes.jsonl").open("a") as f:
             f.write(json.dumps({"attempt": attempt, "from_step": resume_from.step, "time": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
         log(f"resuming {run_dir.path} from {resume_from.path.name} (attempt {attempt})")
@@ -112,7 +113,7 @@ def run(cfg: RunConfig, resume: Path | None = None) -> dict[str, dict[str, float
         started = time.perf_counter()
         if resume_from:
             backend.load_state(str(resume_from.learner_dir))
-            loop.load_state_dict(resume_from.loop_state())
+            loop.load_state_dict(resumed_state)
             rows = {"base": next(r for r in run_dir.records() if r["kind"] == "eval" and r["step"] == 0)}
         else:
             log(f"evaluating the base model on {held_out_label(cfg.task)} (greedy)")

@@ -413,19 +413,17 @@ def load_config(
     return cfg
 
 
-def changed_keys(a: RunConfig, b: RunConfig) -> list[str]:
-    """The dotted keys whose values differ between two configs (e.g. `score.alpha`)."""
-    def flat(tree: dict, prefix: str = "") -> dict:
-        out = {}
-        for key, value in tree.items():
-            if isinstance(value, dict) and key != "params" and not key.endswith("_resources"):
-                out.update(flat(value, f"{prefix}{key}."))
-            else:
-                out[prefix + key] = value
-        return out
-
-    fa, fb = flat(a.model_dump(mode="json")), flat(b.model_dump(mode="json"))
-    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+def changed_keys(a: BaseModel, b: BaseModel, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two configs (e.g. `score.alpha`); a section is
+    compared key by key, any other value (a dict of task params included) as a whole."""
+    changed = []
+    for name in type(a).model_fields:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, BaseModel):
+            changed += changed_keys(x, y, f"{prefix}{name}.")
+        elif x != y:
+            changed.append(prefix + name)
+    return sorted(changed)
 
 
 def dump_config(cfg: RunConfig) -> str:

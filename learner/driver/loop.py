@@ -198,8 +198,8 @@ class TrainLoop:
         infos, batches, waits = self._step_batches(step)
         meta = [m for info in infos for m in info.meta]
         r = rewards(meta)
-        left_out = sum(int((~graded_groups(rewards(info.meta), np.array([m.group for m in info.meta]))).sum())
-                       for info in infos)  # the learner leaves the same groups out (per batch, as here)
+        groups = np.array([f"{b}:{m.group}" for b, info in enumerate(infos) for m in info.meta])  # one per prompt
+        left_out = int((~graded_groups(r, groups)).sum())  # the learner leaves the same groups out
         if left_out == len(meta):
             raise RuntimeError(f"no trace of step {step} got a verdict from the graders (e.g. "
                                f"{meta[0].grade1.detail!r}): nothing to train on")
