@@ -133,6 +133,28 @@ def test_a_stale_batch_is_dropped_counted_and_its_problems_sampled_again(tiny_mo
     assert records[-1]["batches_requested_total"] == 6 + 1
 
 
+@register_task("sort_by_length_unjudged")
+class SortByLengthUnjudged(SortByLength):
+    """SortByLength whose grader gives no verdict on some answers (length a multiple of 3) to the
+    problems with an odd number of items: a grader that fails on some inputs, never on a whole step."""
+
+    def grade(self, problem, completion):
+        if len(completion) % 3 == 0 and len(problem.id.split("-")) % 2 == 0:
+            return Grade(reward=0.0, status="error", detail="the grader failed")
+        return super().grade(problem, completion)
+
+
+def test_traces_without_a_verdict_leave_their_prompt_groups_out_and_are_counted(tiny_model_dir):
+    records = run_loop(config("task.name=sort_by_length_unjudged", "cluster.max_policy_lag=0"), tiny_model_dir)
+    assert sum(r["traces_left_out"] for r in records) > 0, "no grade was withheld: the test would be vacuous"
+    for r in records:
+        assert r["traces_trained"] + r["traces_left_out"] == 4 * 2
+        assert r["traces_left_out"] % 2 == 0  # whole prompt groups (2 samples each) are left out
+        assert r["train_ungraded"] <= r["traces_left_out"]
+    assert records[-1]["traces_left_out_total"] == sum(r["traces_left_out"] for r in records)
+    assert all(0 <= r["reward_t1"] <= 1 for r in records)  # over graded traces: no NaN
+
+
 @pytest.mark.slow
 def test_ray_run_with_two_rollout_actors_at_lag_two(tmp_path):
     proc = run_cli(quick_overrides(tmp_path) + [
