@@ -8,7 +8,6 @@ Under `ray job submit` it attaches to that cluster (RAY_ADDRESS) and does the sa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -83,11 +82,9 @@ def run(cfg: RunConfig, resume: Path | None = None) -> dict[str, dict[str, float
     cfg = size_cluster(cfg)
     registry = open_registry(cfg)
     if resume_from:
-        resumed_state = resume_from.loop_state()
-        attempt = attempts(resume) + 1
-        run_dir = RunDir.reopen(resume, cfg, resumed_state["records_written"], attempt)
-        with (run_dir.path / "resumes.jsonl").open("a") as f:
-            f.write(json.dumps({"attempt": attempt, "from_step": resume_from.step, "time": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+        attempt = 2 + len(RunDir(resume).events("resumes"))
+        run_dir = RunDir.reopen(resume, cfg, resume_from.loop_state()["records_written"], attempt)
+        run_dir.log_event("resumes", {"attempt": attempt, "from_step": resume_from.step})
         log(f"resuming {run_dir.path} from {resume_from.path.name} (attempt {attempt})")
     else:
         attempt, run_dir = 1, RunDir.create(cfg)
@@ -106,19 +103,50 @@ def run(cfg: RunConfig, resume: Path | None = None) -> dict[str, dict[str, float
                                 cfg.checkpoint.keep_last)
         log(f"checkpoint {saved.path.name} ({time.perf_counter() - started:.1f}s)")
 
-    try:
+    def start(point: checkpoint.Checkpoint | None):
+        """The run's actors and loop, continuing from `point` if given."""
         backend = RayBackend(cfg, base_dir)
         loop = TrainLoop(cfg, task, backend, on_record, log, on_checkpoint)
+        if point is not None:
+            backend.load_state(str(point.learner_dir))
+            loop.load_state_dict(point.loop_state())
         stop_on_signals(loop)
+        return backend, loop
+
+    def recover(error: Exception, restarts: int):
+        """After a rollout actor or learner rank died: every actor rebuilt, from the last checkpoint."""
+        started, died_after = time.perf_counter(), loop.version
+        backend.shutdown()
+        point = checkpoint.latest(checkpoint.checkpoints_dir(run_dir.path), log)
+        first_line = str(error).strip().split("\n", 1)[0][:300].rstrip(".")
+        log(f"{type(error).__name__}: {first_line}. Recovery {restarts}/{cfg.cluster.max_restarts}: rebuilding the "
+            f"actors and continuing from {point.path.name} (steps lost: {died_after - point.step})")
+        run_dir.cut_back(point.loop_state()["records_written"])
+        rebuilt = start(point)
+        run_dir.log_event("recoveries", {"error": f"{type(error).__name__}: {first_line}", "died_after_step": died_after,
+                                         "from_step": point.step, "steps_lost": died_after - point.step,
+                                         "seconds": round(time.perf_counter() - started, 1)})
+        return rebuilt
+
+    try:
+        backend, loop = start(resume_from)
         started = time.perf_counter()
         if resume_from:
-            backend.load_state(str(resume_from.learner_dir))
-            loop.load_state_dict(resumed_state)
             rows = {"base": next(r for r in run_dir.records() if r["kind"] == "eval" and r["step"] == 0)}
         else:
             log(f"evaluating the base model on {held_out_label(cfg.task)} (greedy)")
             rows = {"base": loop.evaluate(step=0)}
-        loop.train()
+            on_checkpoint(0)  # so that a recovery or a resume before the first periodic one starts from here
+        restarts = 0
+        while True:
+            try:
+                loop.train()
+                break
+            except ray.exceptions.RayActorError as exc:  # an actor died; Ray's other errors are bugs, not faults
+                restarts += 1
+                if restarts > cfg.cluster.max_restarts:
+                    raise
+                backend, loop = recover(exc, restarts)
         total_steps = cfg.score.stage1_steps + cfg.score.stage2_steps
         log("evaluating the trained policy")
         rows["SCoRe" if cfg.score.method == "score" else cfg.score.method] = loop.evaluate(step=total_steps)
@@ -131,6 +159,7 @@ def run(cfg: RunConfig, resume: Path | None = None) -> dict[str, dict[str, float
         run_dir.finish({
             "metrics": rows, "steps": total_steps, "wall_s": time.perf_counter() - started,
             "base_model": base_dir, "checkpoint": str(run_dir.checkpoint), "attempts": attempt,
+            "recoveries": len(run_dir.events("recoveries")),
         })
         entry.finish(str(run_dir.checkpoint))
     except Stopped as exc:
@@ -159,19 +188,13 @@ def resume_point(run_dir: Path, reference: str, log):
     found = checkpoint.latest(checkpoint.checkpoints_dir(run_dir), log)
     if found is None:
         raise checkpoint.CheckpointError(
-            f"{run_dir} has no checkpoint to resume from: the run stopped before its first (checkpoint.every_steps)"
+            f"{run_dir} has no checkpoint to resume from: the run stopped before its first (after the base evaluation)"
         )
     if found.loop_state()["reference_model"] != reference:
         raise checkpoint.CheckpointError(
             f"{found.path} was trained against another base (reference) model than the one this config gives now"
         )
     return found
-
-
-def attempts(run_dir: Path) -> int:
-    """How many times this run has started: once, plus once per resume."""
-    resumes = run_dir / "resumes.jsonl"
-    return 1 + (len(resumes.read_text().splitlines()) if resumes.exists() else 0)
 
 
 def stop_on_signals(loop) -> None:

@@ -186,6 +186,9 @@ class ClusterConfig(_Section):
     grade_timeout_s: float = Field(
         120, gt=0, description="Deadline for one grader actor's part of a batch; past it the actor is replaced and "
         "the part graded again elsewhere.")
+    max_restarts: int = Field(
+        3, ge=0, description="Times a run whose rollout actor or learner rank died rebuilds its actors within the job "
+        "and continues from its last checkpoint; past that the run fails (and --resume continues it).")
     grade_retries: int = Field(
         2, ge=0, description="Times a part of a batch whose grader actor died or missed the deadline is graded again "
         "on another actor; after that its traces are left out of training (ungraded), never scored 0.")

@@ -1,7 +1,9 @@
-"""Stopping a real run and resuming it: SIGTERM (preemption) checkpoints and exits 3 naming the
-resume command; kill -9 of the driver mid-run loses only the steps since the last checkpoint;
-`--resume` continues in the same run directory with every step recorded exactly once."""
+"""Faults in a real run, processes killed by PID: SIGTERM (preemption) checkpoints and exits 3
+naming the resume command; kill -9 of the driver loses only the steps since the last checkpoint,
+and `--resume` continues in the same run directory with every step recorded exactly once; kill -9
+of a learner rank or a rollout actor is recovered within the run, from the last checkpoint."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from e2e import ROOT, quick_overrides, run_cli
-from ray_head import ray_head
+from ray_head import pids_with_arg, ray_head
 
 pytestmark = pytest.mark.slow
 
@@ -80,3 +82,29 @@ def test_sigterm_then_kill_9_then_resume_records_every_step_once(tmp_path):
     assert (run / "FAILED.1").exists() and not (run / "FAILED").exists()
     assert len(list((run / "checkpoints").glob("step_*"))) == 2  # checkpoint.keep_last
     assert "resuming" in done.stdout and f"from step_{resumes[1]['from_step']:06d}" in done.stdout
+
+
+def test_a_killed_learner_rank_and_a_killed_rollout_actor_are_recovered_within_the_run(tmp_path):
+    overrides = quick_overrides(tmp_path) + [
+        "--set", "score.stage1_steps=5", "--set", "score.stage2_steps=5", "--set", "checkpoint.every_steps=2",
+    ]
+    with ray_head() as head:
+        proc = start(overrides, {**head.env, "RAY_ADDRESS": head.address})
+        runs = tmp_path / "runs"
+        run_dir = lambda: next((d for d in runs.iterdir() if (d / "config.yaml").exists()), None) if runs.exists() else None  # noqa: E731
+        recoveries = lambda: (run_dir() / "recoveries.jsonl").read_text().splitlines() if (run_dir() / "recoveries.jsonl").exists() else []  # noqa: E731
+        for n, actor in enumerate(("ray::LearnerActor", "ray::RolloutActor"), start=1):
+            wait_until(lambda: run_dir() is not None and len(train_steps(run_dir())) >= 2 * n + 1, proc, 300,
+                       f"training step {2 * n + 1}")
+            (pid,) = pids_with_arg([actor])  # Ray names its worker processes after the actor class
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: len(recoveries()) == n, proc, 300, f"recovery {n}")
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    run = run_dir()
+    assert train_steps(run) == list(range(1, STEPS + 1))  # the lost steps were trained again, each recorded once
+    events = [json.loads(line) for line in recoveries()]
+    assert [e["error"].split(":")[0] for e in events] == ["ActorDiedError"] * 2
+    assert all(e["steps_lost"] == e["died_after_step"] - e["from_step"] <= 2 for e in events)  # every_steps = 2
+    assert json.loads((run / "summary.json").read_text())["recoveries"] == 2
+    assert "Recovery 1/3: rebuilding the actors" in out and "Recovery 2/3" in out

@@ -31,9 +31,9 @@ def test_full_run_writes_a_complete_run_directory(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["metrics"]) == {"base", "SCoRe"}
     assert (run / "training.png").stat().st_size > 1000 and (run / "config.yaml").exists()
-    # the resumable checkpoint after the last step: each of the two ranks wrote its own shards
-    (resumable,) = (run / "checkpoints").iterdir()
-    assert resumable.name == "step_000004" and len(list((resumable / "learner").glob("*.distcp"))) == 2
+    # resumable checkpoints after the base evaluation and the last step: each of the two ranks wrote its own shards
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000000", "step_000004"]
+    assert len(list((run / "checkpoints" / "step_000004" / "learner").glob("*.distcp"))) == 2
 
     # the checkpoint is a Hugging Face directory that loads and generates
     model = AutoModelForCausalLM.from_pretrained(run / "checkpoint")

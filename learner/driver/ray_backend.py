@@ -108,3 +108,9 @@ class RayBackend:
 
     def close(self) -> None:
         self.learners.close()
+
+    def shutdown(self) -> None:
+        """Kill every actor of this backend, dead or alive (after one died: the run rebuilds them all)."""
+        for actor in self.rollout_actors + self.learners.actors:
+            ray.kill(actor, no_restart=True)
+        self.graders.shutdown()

@@ -38,15 +38,29 @@ class RunDir:
         `records_kept` records the checkpoint had seen (later ones will be written again), the
         config as resumed, and the last attempt's FAILED kept as FAILED.<attempt - 1>."""
         run = cls(path)
-        kept = run.metrics_path.read_text().splitlines(keepends=True)[:records_kept] if run.metrics_path.exists() else []
-        tmp = run.path / ".metrics.jsonl.tmp"
-        tmp.write_text("".join(kept))
-        tmp.rename(run.metrics_path)
-        run.records_written = len(kept)
+        run.cut_back(records_kept)
         (run.path / "config.yaml").write_text(dump_config(cfg))
         if (run.path / "FAILED").exists():
             (run.path / "FAILED").rename(run.path / f"FAILED.{attempt - 1}")
         return run
+
+    def cut_back(self, records_kept: int) -> None:
+        """Keep the first `records_kept` lines of metrics.jsonl (those a checkpoint had seen: a run
+        continuing from it writes the later ones again). Atomic: replaced by rename."""
+        kept = self.metrics_path.read_text().splitlines(keepends=True)[:records_kept] if self.metrics_path.exists() else []
+        tmp = self.path / ".metrics.jsonl.tmp"
+        tmp.write_text("".join(kept))
+        tmp.rename(self.metrics_path)
+        self.records_written = len(kept)
+
+    def log_event(self, name: str, event: dict) -> None:
+        """One line of `<name>.jsonl` (resumes, recoveries): what happened to the run, with its time."""
+        with (self.path / f"{name}.jsonl").open("a") as f:
+            f.write(json.dumps({**event, "time": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+
+    def events(self, name: str) -> list[dict]:
+        file = self.path / f"{name}.jsonl"
+        return [json.loads(line) for line in file.read_text().splitlines()] if file.exists() else []
 
     @property
     def checkpoint(self) -> Path:
