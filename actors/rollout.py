@@ -8,6 +8,10 @@ thread, so a broadcast never waits for a rollout to finish), and the engine take
 staged version between requests, at the start of the next rollout. A request may name the oldest
 version it accepts (`min_version`): the rollout waits for weights at least that new, which is how
 the driver bounds the policy lag of what it will train on.
+
+With a `ReferencePolicy` (cluster.reference_on=rollout, the default), a training batch leaves the
+actor already scored by the frozen reference model (actors/reference.py), so the learner's update
+is the policy's forward and backward only.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import time
 import ray
 
 from actors.engines.base import GenerationEngine, SamplingParams
+from actors.reference import ReferencePolicy
 from actors.turns import Turns
 from actors.weight_sync import WeightReceiver
 from common import telemetry
@@ -28,8 +33,10 @@ from protos import BatchInfo, Problem, TraceBatch, TraceMeta
 class RolloutWorker:
     """One engine, one policy version per batch."""
 
-    def __init__(self, engine: GenerationEngine, task: Task, weights_timeout_s: float = 300.0):
+    def __init__(self, engine: GenerationEngine, task: Task, weights_timeout_s: float = 300.0,
+                 reference: ReferencePolicy | None = None):
         self.engine = engine
+        self.reference = reference
         self.turns = Turns(engine.tokenizer, task)
         self.pad_id = engine.tokenizer.pad_token_id
         self.weights_timeout_s = weights_timeout_s
@@ -56,8 +63,10 @@ class RolloutWorker:
         if staged is not None and staged[0] > self.engine.version:
             self.engine.update_weights(*staged)
 
-    def rollout(self, problems: list[Problem], k: int, params: SamplingParams, min_version: int = 0) -> tuple[BatchInfo, TraceBatch]:
-        """k traces per problem: what the driver reads, and the arrays the learner trains on."""
+    def rollout(self, problems: list[Problem], k: int, params: SamplingParams, min_version: int = 0,
+                for_training: bool = True) -> tuple[BatchInfo, TraceBatch]:
+        """k traces per problem: what the driver reads, and the arrays the learner trains on (scored
+        by the reference policy, if this worker holds it and the batch is `for_training`)."""
         self._take_weights(min_version)
         version = self.engine.version  # weights change only between rollouts, so the batch has one version
         started = time.perf_counter()
@@ -91,24 +100,38 @@ class RolloutWorker:
         )
         info = BatchInfo(version, meta, time.perf_counter() - started, sum(len(g.token_ids) for g in first + second))
         telemetry.record_rollout(info.rollout_tokens, info.rollout_s)
+        if self.reference is not None and for_training:
+            scoring = time.perf_counter()
+            batch.ref_logprobs = self.reference.logprobs(batch)
+            info.reference_s = time.perf_counter() - scoring
         return info, batch
 
 
-@ray.remote(concurrency_groups={"weights": 1})
+@ray.remote(concurrency_groups={"weights": 1, "health": 1})
 class RolloutActor(RolloutWorker, WeightReceiver):
     """Thin Ray wrapper: builds its engine in the actor's process. Rollouts run one at a time in
     the default group; weight transport (actors/weight_sync.py) calls into the "weights" group, so
-    it proceeds while a rollout runs. Call `rollout` with `.options(num_returns=2)`, so the driver
-    can fetch the BatchInfo alone."""
+    it proceeds while a rollout runs; `alive` answers on a thread of its own, whatever the other two
+    are doing. Call `rollout` with `.options(num_returns=2)`, so the driver can fetch the BatchInfo
+    alone."""
 
     def __init__(self, engine_kind: str, model_dir: str, task_name: str, task_params: dict, threads: int,
-                 weights_timeout_s: float):
+                 weights_timeout_s: float, reference: dict | None = None):
+        """`reference`: ReferencePolicy's keyword arguments (temperature, micro_batch_tokens) to score
+        training batches with the base model in `model_dir`; None = the learner scores them."""
         from actors.engines import make_engine
         from graders.registry import make_task
 
         configure_process(threads)
         self.threads = threads
-        super().__init__(make_engine(engine_kind, model_dir), make_task(task_name, task_params), weights_timeout_s)
+        super().__init__(
+            make_engine(engine_kind, model_dir), make_task(task_name, task_params), weights_timeout_s,
+            ReferencePolicy(model_dir, **reference) if reference is not None else None,
+        )
+
+    @ray.method(concurrency_group="health")
+    def alive(self) -> bool:
+        return True
 
     def rollout(self, *args, **kwargs):
         # An actor with concurrency groups runs each group on a thread of its own, and a thread's

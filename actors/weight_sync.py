@@ -137,23 +137,40 @@ class WeightSync(ABC):
     def broadcast(self, learners, rollout_actors: list, version: int) -> float:
         """Push the learner's current weights as `version` to every rollout actor; returns seconds."""
 
+    @abstractmethod
+    def bring_up(self, learners, rollout_actors: list, new_actors: list, version: int) -> None:
+        """Give `new_actors` (already in `rollout_actors`, in place of dead ones) the learner's
+        current weights as `version`, and whatever membership the transport needs."""
+
 
 class ObjectStoreSync(WeightSync):
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+
     def broadcast(self, learners, rollout_actors: list, version: int) -> float:
         import ray
 
         started = time.perf_counter()
         state_ref = learners.state_dict_ref()
-        ray.get([_weights_thread(a.update_weights).remote(version, state_ref) for a in rollout_actors])
+        ray.get([_weights_thread(a.update_weights).remote(version, state_ref) for a in rollout_actors],
+                timeout=self.timeout_s)  # a hung actor is an error, not a hang
         return time.perf_counter() - started
+
+    def bring_up(self, learners, rollout_actors: list, new_actors: list, version: int) -> None:
+        self.broadcast(learners, new_actors, version)
 
 
 class CollectiveSync(WeightSync):
     def __init__(self, learners, rollout_actors: list, backend: str, timeout_s: float):
-        """Forms the group: learner rank 0 (rank 0 of the group, hosting its store) and rollout
-        actor i (rank i + 1). Every member must be joining at once, hence one ray.get."""
+        self.backend, self.timeout_s = backend, timeout_s
+        self._form(learners, rollout_actors)
+
+    def _form(self, learners, rollout_actors: list) -> None:
+        """The group: learner rank 0 (rank 0 of the group, hosting its store) and rollout actor i
+        (rank i + 1). Every member must be joining at once, hence one ray.get."""
         import ray
 
+        backend, timeout_s = self.backend, self.timeout_s
         host, port = ray.get(learners.actors[0].weight_group_address.remote())
         world = 1 + len(rollout_actors)
         ray.get(
@@ -171,6 +188,12 @@ class CollectiveSync(WeightSync):
                 + [_weights_thread(a.receive_weights).remote() for a in rollout_actors])
         return time.perf_counter() - started
 
+    def bring_up(self, learners, rollout_actors: list, new_actors: list, version: int) -> None:
+        # A group's membership is fixed when it forms: every member joins a new one (on a new port;
+        # each drops its old group), and all are sent the weights again.
+        self._form(learners, rollout_actors)
+        self.broadcast(learners, rollout_actors, version)
+
 
 def _weights_thread(method):
     """A rollout actor's method, called on its "weights" thread (not behind queued rollouts)."""
@@ -180,7 +203,7 @@ def _weights_thread(method):
 def make_weight_sync(cluster: ClusterConfig, learners, rollout_actors: list) -> WeightSync:
     """`learners` is a learner.training.group.LearnerGroup (duck-typed: actors/ does not import learner/)."""
     if cluster.weight_sync == "object_store":
-        return ObjectStoreSync()
+        return ObjectStoreSync(cluster.weight_sync_timeout_s)
     if cluster.weight_sync == "collective":
         on_gpus = cluster.learner_gpus > 0 and cluster.rollout_gpus > 0
         return CollectiveSync(learners, rollout_actors, "nccl" if on_gpus else "gloo", cluster.weight_sync_timeout_s)

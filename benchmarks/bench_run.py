@@ -61,6 +61,7 @@ def main() -> None:
     rows = [
         ("step", med("step_s")), ("  rollout (both attempts)", med("rollout_s")), ("  grading", med("grading_s")),
         ("  learner (fwd+bwd+Adam)", med("learner_s")), ("  weight sync", med("sync_s")),
+        ("reference scoring (rollout)", med("reference_s")),
     ]
     for name, seconds in rows:
         print(f"  {name:<28}{seconds * 1000:9.1f} ms")

@@ -13,7 +13,9 @@ trains on the whole sequence as one completion. Rows, in turns, R rounds:
   trl          GRPOTrainer, 2 torch threads
   single_turn  this project in one process (the experiment suite's backend), 2 threads, lag 0
   score        the same, SCoRe Stage I
-  ray_vllm     this project as `make run` runs it: Ray, vLLM rollouts, lag 1, one thread per role
+  ray_vllm     this project as `make run` runs it: Ray, vLLM rollouts, lag 1, one thread per role,
+               the reference model scoring traces on the rollout actor (cluster.reference_on=rollout)
+  ray_ref_lrn  the same with the reference on the learner (cluster.reference_on=learner)
 
 Per row: seconds per step, sampled tokens (both attempts) per second of step time, learner tokens
 (the sampled tokens trained on; TRL also trains on the 22 instruction tokens between the
@@ -134,14 +136,14 @@ def project_run(base_dir: str, steps: int, method: str) -> list[dict]:
     return records
 
 
-def ray_run(base_dir: str, steps: int) -> list[dict]:
+def ray_run(base_dir: str, steps: int, *overrides: str) -> list[dict]:
     from learner.main import run
     from protos import load_config
 
     out = tempfile.mkdtemp(prefix="bench-trl-ray-")
     run(load_config(None, [
         f"score.stage1_steps={steps}", "score.stage2_steps=0", "eval.every_steps=0", "task.eval_size=8",
-        f"score.lr={LR}", f"score.beta1={BETA}", f"model.path={base_dir}", f"output_dir={out}",
+        f"score.lr={LR}", f"score.beta1={BETA}", f"model.path={base_dir}", f"output_dir={out}", *overrides,
     ]))
     (run_dir,) = [d for d in Path(out).iterdir() if (d / "summary.json").exists()]
     return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
@@ -189,6 +191,7 @@ def main() -> None:
         "single_turn": (project_run, base_dir, args.steps, "single_turn"),
         "score": (project_run, base_dir, args.steps, "score"),
         "ray_vllm": (ray_run, base_dir, args.steps),
+        "ray_ref_lrn": (ray_run, base_dir, args.steps, "cluster.reference_on=learner"),
     }
     results: dict[str, list[dict]] = {name: [] for name in rows}
     for round_ in range(args.rounds):

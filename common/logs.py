@@ -3,6 +3,7 @@
 Actor processes print through Ray to the driver: library progress bars and per-call warnings would
 bury the run's own progress lines.
 """
+import re
 
 
 def quiet_transformers() -> None:
@@ -19,3 +20,10 @@ def configure_process(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
     quiet_transformers()
+
+
+def describe(error: BaseException) -> str:
+    """"Type: first line of the message", for a log line or a record (Ray's errors run to pages and
+    colour the names in them)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().split("\n", 1)[0][:300].rstrip(".")
+    return f"{type(error).__name__}: {text}"

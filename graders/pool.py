@@ -22,6 +22,7 @@ from typing import Any, Callable
 import ray
 
 from common import telemetry
+from common.logs import describe
 from graders.registry import make_task
 from protos import BatchInfo, Grade, Problem
 
@@ -167,8 +168,7 @@ class GraderPool:
             try:
                 results[id(span)] = ray.get(span.ref)
             except ray.exceptions.RayError as exc:
-                first_line = str(exc).strip().split("\n", 1)[0][:300]
-                failures.append((span, f"grader actor {span.index} failed: {type(exc).__name__}: {first_line}"))
+                failures.append((span, f"grader actor {span.index} failed: {describe(exc)}"))
         self._await_ready(sorted({span.index for span, _ in failures}))
         return failures
 

@@ -3,7 +3,8 @@
 Walls, outermost first:
 - bubblewrap (`bwrap`) where it works: new user, pid, network, ipc and uts namespaces (no network
   at all), nothing of the file system but /usr (and the interpreter's prefix) read-only, small
-  private tmpfs for /tmp and the working directory, --die-with-parent. In a pid namespace every
+  private tmpfs (sized: bwrap --size) for /tmp, /dev/shm and the working directory, / and /dev
+  read-only, --die-with-parent. In a pid namespace every
   process dies with the program, however detached.
   Without bwrap, the weaker fallback: a plain subprocess in a new session and a throwaway
   directory; it sees the whole file system (as far as its uid may) and the network.
@@ -134,7 +135,10 @@ def _bwrap_args(limits: Limits) -> list[str]:
     return args + [
         "--proc", "/proc", "--dev", "/dev",
         "--size", scratch, "--tmpfs", "/tmp",
+        "--size", scratch, "--tmpfs", "/dev/shm",
         "--size", scratch, "--tmpfs", _HOME, "--chdir", _HOME,
+        # bwrap's own / and /dev are tmpfs without a size: read-only, every writable path is sized
+        "--remount-ro", "/dev", "--remount-ro", "/",
         "--clearenv", "--setenv", "HOME", _HOME, "--setenv", "TMPDIR", _HOME,
         "--",
     ]

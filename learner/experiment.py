@@ -1,8 +1,17 @@
 """The experiment suite: SCoRe against the base model, the paper's baselines and its ablations.
 
-    python -m learner.experiment --suite default          # the table in docs/results/
+    python -m learner.experiment --suite default          # tuning: every method at each rate of the grid, on validation
     python -m learner.experiment --suite quick            # CI: every method runs, the table is written
-    python -m learner.experiment --suite default --set score.lr=2e-4 --methods score,no_stage1
+    python -m learner.experiment --suite default --lrs 2e-4 --methods score,no_stage1
+    python -m learner.experiment --suite default --report --methods base,score@3e-4,...   # the reported run
+
+The protocol (docs/results/PROTOCOL.md): held-out problems 0-999 are reported, 1000-1999 validate.
+Without --report the suite evaluates on validation and refuses any evaluation overlapping 0-999;
+with --report it evaluates inside 0-999 only. Every trained method gets the same grid of learning
+rates (score.lr; the suite's `lrs` or --lrs), each rate a run named `method@lr`. The table gives
+mean ± std over seeds, 95% bootstrap intervals over problems and seeds, and SCoRe's paired
+differences with every other method on Δ and Acc@t2 (learner/statistics.py), from the per-problem
+verdicts each run saves (eval_problems.jsonl in its run directory).
 
 Every method starts from the same cached base model, trains on the same task for the same number
 of steps of the same batch shape (so the same budget of sampled tokens: prompts x k x 2 attempts
@@ -17,7 +26,8 @@ Methods (each a RunConfig, so `python -m learner.main --set ...` runs any of the
   no_stage1    Stage II's objective from the base (score.stage1_steps=0, all steps in Stage II)
   no_shaping   SCoRe with alpha = 0 (score.alpha=0)
   score        SCoRe: Stage I then Stage II
-  pair_sft     STaR-style: SFT on the model's own (wrong attempt 1, right attempt 2) traces
+  pair_sft     online STaR: SFT on the policy's own (wrong attempt 1, right attempt 2) traces,
+               re-sampled every step; the imitation term averaged over those pairs
 
 The `offpolicy` suite runs SCoRe with rollouts one step ahead of the learner (cluster.max_policy_lag=1,
 in one process the same schedule as on Ray) with and without the importance-ratio correction
@@ -44,7 +54,7 @@ LABELS = {
     "no_stage1": "SCoRe w/o Stage I",
     "no_shaping": "SCoRe w/o reward shaping (α=0)",
     "score": "SCoRe",
-    "pair_sft": "Pair-SFT / STaR (own i→c pairs)",
+    "pair_sft": "online STaR (own i→c pairs)",
     "score_lag1": "SCoRe, policy lag 1, truncated IS",
     "score_lag1_no_is": "SCoRe, policy lag 1, no correction",
 }
@@ -67,13 +77,16 @@ SUITES: dict[str, dict] = {
         "seeds": [0, 1, 2],
         "methods": ["base", "single_turn", "no_stage1", "no_shaping", "score", "pair_sft"],
         "settings": RECIPE,
+        # one grid of learning rates (score.lr) for every trained method; each keeps its best on
+        # validation, and the reported run takes those (--report --methods score@3e-4,...)
+        "lrs": [1e-4, 3e-4, 1e-3],
     },
     "offpolicy": {
         # SCoRe with rollouts one step ahead of the learner (the Ray default), with and without the
         # importance-ratio correction, next to on-policy SCoRe; on the validation slice
         "seeds": [0, 1, 2],
         "methods": ["score", "score_lag1", "score_lag1_no_is"],
-        "settings": [*RECIPE, "task.eval_offset=1000"],
+        "settings": RECIPE,
     },
     "quick": {
         "seeds": [0, 1],
@@ -89,14 +102,63 @@ SUITES: dict[str, dict] = {
 }
 
 
-def method_overrides(method: str, cfg: RunConfig) -> list[str]:
-    """--set pairs that turn the suite's SCoRe config into `method` (same total steps)."""
+# The protocol (docs/results/PROTOCOL.md): the held-out split's problems 0-999 are reported, 1000-1999
+# validate. Every choice is made on validation; only the final, frozen run evaluates on the reported
+# slice, and says so (--report).
+REPORTED_SLICE = (0, 1000)
+VALIDATION_OFFSET = 1000
+
+
+def check_eval_slice(cfg: RunConfig, report: bool) -> None:
+    """Refuses an evaluation that overlaps the reported slice unless this is the reported run, and a
+    reported run that evaluates outside it."""
+    lo, hi = cfg.task.eval_offset, cfg.task.eval_offset + cfg.task.eval_size
+    overlaps = lo < REPORTED_SLICE[1] and hi > REPORTED_SLICE[0]
+    if overlaps and not report:
+        raise ValueError(f"held-out problems {lo}-{hi - 1} overlap the reported slice {REPORTED_SLICE[0]}-"
+                         f"{REPORTED_SLICE[1] - 1}: tune on validation (task.eval_offset>={VALIDATION_OFFSET}), or pass "
+                         "--report for the final run of a frozen recipe (docs/results/PROTOCOL.md)")
+    if report and not (REPORTED_SLICE[0] <= lo and hi <= REPORTED_SLICE[1]):
+        raise ValueError(f"--report evaluates on the reported slice {REPORTED_SLICE[0]}-{REPORTED_SLICE[1] - 1}, "
+                         f"not on problems {lo}-{hi - 1}")
+
+
+def split_variant(name: str) -> tuple[str, float | None]:
+    """"score@3e-4" -> ("score", 3e-4): a method at one learning rate of the suite's grid; "score" -> ("score", None)."""
+    method, _, lr = name.partition("@")
+    return method, (float(lr) if lr else None)
+
+
+def variants(methods: list[str], lrs: list[float] | None) -> list[str]:
+    """The suite's runs' names: each trained method at each learning rate of the grid (the same grid for
+    every method), `method@lr`; the untrained base once; names that already carry a rate, as given."""
+    if not lrs:
+        return methods
+    out: list[str] = []
+    for m in methods:
+        out += [m] if (m == "base" or "@" in m) else [f"{m}@{lr:g}" for lr in lrs]
+    return out
+
+
+def label(name: str) -> str:
+    method, lr = split_variant(name)
+    return LABELS.get(method, method) + (f", lr {lr:g}" if lr is not None else "")
+
+
+def method_overrides(name: str, cfg: RunConfig) -> list[str]:
+    """--set pairs that turn the suite's SCoRe config into `name`, a method or `method@lr` (same
+    total steps). The grid's rate is score.lr: the rate of every method's first (or only) stage.
+    score.stage2_lr stays a setting of SCoRe's second stage (and its α = 0 ablation's); the
+    Stage-II-only ablation's one stage runs at score.lr like every other method's first stage, not at
+    SCoRe's Stage II rate (which made it a 10x-lower-rate run before)."""
+    method, lr = split_variant(name)
+    rate = [f"score.lr={lr:g}"] if lr is not None else []
     sc = cfg.score
     total = sc.stage1_steps + sc.stage2_steps
-    return {
+    return rate + {
         "base": ["score.stage1_steps=0", "score.stage2_steps=0"],
         "single_turn": ["score.method=single_turn"],
-        "no_stage1": ["score.stage1_steps=0", f"score.stage2_steps={total}"],
+        "no_stage1": ["score.stage1_steps=0", f"score.stage2_steps={total}", "score.stage2_lr=null"],
         "no_shaping": ["score.alpha=0"],
         "score": [],
         "pair_sft": ["score.method=pair_sft"],
@@ -144,8 +206,11 @@ def run_one(cfg_json: str, base_dir: str, out_dir: str, threads: int) -> dict:
         loop.train()
         steps = cfg.score.stage1_steps + cfg.score.stage2_steps
         final = loop.evaluate(step=steps) if steps else first
+        problems = loop.last_eval_problems  # the final evaluation's, per problem: the tables' bootstrap
     finally:
         backend.close()
+    with (out / "eval_problems.jsonl").open("w") as f:
+        f.writelines(json.dumps(p) + "\n" for p in problems)
     train = [r for r in records if r["kind"] == "train"]
     summary = {
         "name": cfg.name, "seed": cfg.seed, "final": final, "steps": len(train),
@@ -153,6 +218,7 @@ def run_one(cfg_json: str, base_dir: str, out_dir: str, threads: int) -> dict:
         "sampled_tokens": float(sum(r["rollout_tokens"] for r in train)),
         "evals": [r for r in records if r["kind"] == "eval"],
         "train_reward": [[r["step"], r["reward_t1"], r["reward_t2"]] for r in train],
+        "problems": problems,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log(f"done in {summary['wall_s']:.0f}s: " + " ".join(f"{k} {final[k]:.1f}" for k in METRICS))
@@ -164,7 +230,7 @@ def _worker(args):
 
 
 def aggregate(method: str, summaries: list[dict]) -> dict:
-    row: dict = {"method": method, "label": LABELS.get(method, method), "seeds": [s["seed"] for s in summaries]}
+    row: dict = {"method": method, "label": label(method), "seeds": [s["seed"] for s in summaries]}
     for key in METRICS:
         values = np.array([s["final"][key] for s in summaries])
         row[key] = {"mean": round(float(values.mean()), 2), "std": round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 2)}
@@ -187,6 +253,41 @@ def markdown_table(rows: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def add_statistics(rows: list[dict], runs: dict[tuple[str, int], dict], seeds: list[int], n_boot: int = 2000) -> list[dict]:
+    """Adds each row's 95% bootstrap CIs (over problems and seeds, learner/statistics.py) and returns
+    SCoRe's paired comparisons with every other method on Δ and Acc@t2 (none without a score row)."""
+    from learner.statistics import bootstrap_ci, outcome_arrays, paired_difference
+
+    arrays = outcome_arrays({r["method"]: [runs[(r["method"], s)]["problems"] for s in seeds] for r in rows})
+    for r in rows:
+        r["ci95"] = bootstrap_ci(*arrays[r["method"]], n_boot=n_boot)
+        r["problems"] = int(arrays[r["method"]][0].shape[1])
+    # every SCoRe run (one per learning rate of a grid) against every other method's
+    return [{"score": s["method"], "method": r["method"], "label": f"{s['label']} vs {r['label']}",
+             **paired_difference(arrays[s["method"]], arrays[r["method"]], n_boot=n_boot)}
+            for s in rows if split_variant(s["method"])[0] == "score"
+            for r in rows if split_variant(r["method"])[0] != "score"]
+
+
+def statistics_tables(rows: list[dict], comparisons: list[dict]) -> str:
+    """The CI table and SCoRe's paired comparisons, as markdown."""
+    names = ["Acc@t1", "Acc@t2", "Δ(t1,t2)", "Δi→c", "Δc→i"]
+    lines = [f"95% confidence intervals, bootstrap over {rows[0]['problems']} problems and the seeds "
+             "(2000 draws, percentile):", "", "| method | " + " | ".join(names) + " |", "| --- " * (len(names) + 1) + "|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | " + " | ".join(
+            f"{r['ci95'][k]['value']:.1f} [{r['ci95'][k]['lo']:.1f}, {r['ci95'][k]['hi']:.1f}]" for k in METRICS[:5]) + " |")
+    if comparisons:
+        lines += ["", "SCoRe minus each method, paired bootstrap over the same problems and seeds: difference "
+                  "[95% CI], and the fraction of draws where SCoRe is not ahead:", "",
+                  "| comparison | Δ(t1,t2) | Acc@t2 |", "| --- | --- | --- |"]
+        for c in comparisons:
+            lines.append(f"| {c['label']} | " + " | ".join(
+                f"{c[k]['diff']:+.1f} [{c[k]['lo']:+.1f}, {c[k]['hi']:+.1f}] (p {c[k]['p_not_greater']:.3f})"
+                for k in ("delta", "acc_t2")) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows: list[dict], runs: dict[tuple[str, int], dict], out: Path, suite: str) -> None:
     """<suite>_training_curves.png and <suite>_deltas.png in `out`."""
     import matplotlib
@@ -195,21 +296,21 @@ def plot(rows: list[dict], runs: dict[tuple[str, int], dict], out: Path, suite: 
     import matplotlib.pyplot as plt
 
     # held-out Acc@t1 / Acc@t2 over training steps for SCoRe and its two ablations (mean over seeds)
-    curves = [m for m in ("score", "no_stage1", "no_shaping") if any(k[0] == m for k in runs)]
+    curves = [m for m in dict.fromkeys(k[0] for k in runs) if split_variant(m)[0] in ("score", "no_stage1", "no_shaping")]
     if curves:
         fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 4), sharey=True, squeeze=False)
         for ax, method in zip(axes[0], curves):
             seeds = sorted(s for m, s in runs if m == method)
             steps = [e["step"] for e in runs[(method, seeds[0])]["evals"]]
-            for key, label, color in (("acc_t1", "Acc@t1", "tab:blue"), ("acc_t2", "Acc@t2", "tab:orange")):
+            for key, name, color in (("acc_t1", "Acc@t1", "tab:blue"), ("acc_t2", "Acc@t2", "tab:orange")):
                 vals = np.array([[e[key] for e in runs[(method, s)]["evals"]] for s in seeds])
                 mean, std = vals.mean(0), vals.std(0)
-                ax.plot(steps, mean, marker="o", color=color, label=label)
+                ax.plot(steps, mean, marker="o", color=color, label=name)
                 ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2)
             stage2 = next((r["stage1_steps"] for r in rows if r["method"] == method and "stage1_steps" in r), None)
-            if method in ("score", "no_shaping") and stage2:
+            if split_variant(method)[0] in ("score", "no_shaping") and stage2:
                 ax.axvline(stage2, color="grey", linestyle=":", label="Stage II starts")
-            ax.set(title=f"{LABELS[method]} ({len(seeds)} seeds)", xlabel="RL step", ylabel="held-out accuracy, greedy (%)")
+            ax.set(title=f"{label(method)} ({len(seeds)} seeds)", xlabel="RL step", ylabel="held-out accuracy, greedy (%)")
             ax.grid(alpha=0.3)
             ax.legend()
         fig.tight_layout()
@@ -219,8 +320,8 @@ def plot(rows: list[dict], runs: dict[tuple[str, int], dict], out: Path, suite: 
     # the table as bars: Δ(t1,t2), Δi→c, Δc→i per method, with the spread over seeds
     fig, ax = plt.subplots(figsize=(10, 4))
     x = np.arange(len(rows))
-    for i, (key, label) in enumerate((("delta", "Δ(t1,t2)"), ("delta_i2c", "Δi→c"), ("delta_c2i", "Δc→i"))):
-        ax.bar(x + (i - 1) * 0.27, [r[key]["mean"] for r in rows], 0.27, yerr=[r[key]["std"] for r in rows], capsize=3, label=label)
+    for i, (key, name) in enumerate((("delta", "Δ(t1,t2)"), ("delta_i2c", "Δi→c"), ("delta_c2i", "Δc→i"))):
+        ax.bar(x + (i - 1) * 0.27, [r[key]["mean"] for r in rows], 0.27, yerr=[r[key]["std"] for r in rows], capsize=3, label=name)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, [r["label"] for r in rows], rotation=15, ha="right", fontsize=8)
     ax.set(ylabel="percentage points (held-out, greedy)", title="self-correction by method (mean ± std over seeds)")
@@ -241,14 +342,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="extra RunConfig setting for every run (after the suite's)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs side by side (one core each)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--lrs", help="comma-separated learning-rate grid, the same for every trained method "
+                        "(default: the suite's; each method runs as method@lr)")
+    parser.add_argument("--report", action="store_true", help="the final run of a frozen recipe: evaluate on the "
+                        "reported slice (held-out problems 0-999); without it the suite evaluates on validation "
+                        "(1000-1999) and refuses the reported slice")
     parser.add_argument("--out", help="where the table, JSON and plots go (default: the runs directory)")
     parser.add_argument("--runs-dir", help="where each run's metrics and logs go (default: runs/experiment-<suite>-<time>)")
     args = parser.parse_args(argv)
     suite_name = "quick" if args.quick else args.suite
     suite = SUITES[suite_name]
-    settings = suite["settings"] + args.overrides
-    methods = args.methods.split(",") if args.methods else suite["methods"]
+    # tuning evaluates on validation unless told otherwise; the reported run on the reported slice
+    # (the whole 1000-problem slice, unless a suite or --set says fewer)
+    slice_setting = [f"task.eval_offset={REPORTED_SLICE[0] if args.report else VALIDATION_OFFSET}",
+                     f"task.eval_size={REPORTED_SLICE[1] - REPORTED_SLICE[0]}"]
+    settings = slice_setting + suite["settings"] + args.overrides
+    lrs = [float(x) for x in args.lrs.split(",")] if args.lrs else suite.get("lrs")
+    methods = variants(args.methods.split(",") if args.methods else suite["methods"], lrs)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else suite["seeds"]
+    base_cfg = load_config(None, settings)
+    check_eval_slice(base_cfg, args.report)  # before any work: a refused suite costs nothing
     run_root = Path(args.runs_dir or f"runs/experiment-{suite_name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out = Path(args.out) if args.out else run_root  # the table, JSON and plots; each run's files stay in run_root
     out.mkdir(parents=True, exist_ok=True)
@@ -258,7 +371,6 @@ def main(argv: list[str] | None = None) -> int:
     from learner.driver.startup import log
     from learner.model.warmstart import ensure_base_model
 
-    base_cfg = load_config(None, settings)
     base_dir = str(ensure_base_model(base_cfg, make_task(base_cfg.task.name, base_cfg.task.params), log))
     configs = {(m, s): run_config(settings, m, s) for m in methods for s in seeds}
     # longest first (the base row has no training) so that the pool's tail is short
@@ -287,13 +399,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{seeds}. Suite `{suite_name}`, {len(methods) * len(seeds)} runs, {wall / 60:.1f} min wall "
         f"({min(args.jobs, len(jobs))} at a time on {os.cpu_count()} cores)."
     )
-    table = markdown_table(rows, header)
+    comparisons = add_statistics(rows, runs, seeds)
+    table = markdown_table(rows, header) + "\n" + statistics_tables(rows, comparisons)
     result = {
         "suite": suite_name, "command": "python -m learner.experiment " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": settings, "config": base_cfg.model_dump(mode="json"), "base_model": base_dir, "runs_dir": str(run_root),
-        "seeds": seeds, "wall_s": round(wall, 1), "cores": os.cpu_count(), "jobs": min(args.jobs, len(jobs)),
+        "seeds": seeds, "lrs": lrs, "report": args.report, "wall_s": round(wall, 1), "cores": os.cpu_count(), "jobs": min(args.jobs, len(jobs)),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "rows": rows,
+        "rows": rows, "score_vs": comparisons,
         "curves": {f"{m}-s{s}": {"evals": r["evals"], "train_reward": r["train_reward"]} for (m, s), r in sorted(runs.items())},
     }
     (out / f"{suite_name}.json").write_text(json.dumps(result, indent=2))

@@ -69,12 +69,18 @@ def run(cfg: RunConfig, resume: Path | None = None) -> dict[str, dict[str, float
     from learner.driver.loop import Stopped, TrainLoop, held_out_label
     from learner.driver.metrics import format_table
     from learner.driver.ray_backend import RayBackend
+    from learner.driver.recovery import Recoveries
     from learner.driver.startup import connect_ray, log, open_registry, size_cluster
+    from learner.model.base import content_hash
     from learner.model.warmstart import ensure_base_model
+    from learner.tracking import loggers
     from learner.tracking.run_dir import RunDir, plot_training
 
+    loggers.check(cfg)  # a tracker's missing package is an error now, before anything starts
     task = make_task(cfg.task.name, cfg.task.params)
     base_dir = str(ensure_base_model(cfg, task, log))
+    base = {"base_model": base_dir, "base_sha256": content_hash(base_dir)}  # which base: in the log, config.yaml, registry
+    log(f"base model sha256: {base['base_sha256'][:12]}")
     reference = checkpoint.model_fingerprint(base_dir)
     resume_from = resume and resume_point(resume, reference, log)
     started_ray = connect_ray(cfg)
@@ -83,18 +89,20 @@ def run(cfg: RunConfig, resume: Path | None = None) -> dict[str, dict[str, float
     registry = open_registry(cfg)
     if resume_from:
         attempt = 2 + len(RunDir(resume).events("resumes"))
-        run_dir = RunDir.reopen(resume, cfg, resume_from.loop_state()["records_written"], attempt)
+        run_dir = RunDir.reopen(resume, cfg, resume_from.loop_state()["records_written"], attempt, base)
         run_dir.log_event("resumes", {"attempt": attempt, "from_step": resume_from.step})
         log(f"resuming {run_dir.path} from {resume_from.path.name} (attempt {attempt})")
     else:
-        attempt, run_dir = 1, RunDir.create(cfg)
+        attempt, run_dir = 1, RunDir.create(cfg, base)
         log(f"run directory: {run_dir.path}")
-    entry = registry.open_run(run_dir.path.name, cfg, run_dir.path, log, attempt=attempt)
+    entry = registry.open_run(run_dir.path.name, cfg, run_dir.path, log, attempt=attempt, base=base)
+    trackers = loggers.Trackers([], log)
 
     def on_record(record: dict) -> None:
         run_dir.log_metrics(record)
         entry.record(record)
         telemetry.record(record)
+        trackers.log(record)
 
     def on_checkpoint(step: int) -> None:
         started = time.perf_counter()
@@ -103,9 +111,11 @@ def run(cfg: RunConfig, resume: Path | None = None) -> dict[str, dict[str, float
                                 cfg.checkpoint.keep_last)
         log(f"checkpoint {saved.path.name} ({time.perf_counter() - started:.1f}s)")
 
+    recoveries = Recoveries(cfg.cluster.max_restarts, lambda event: run_dir.log_event("recoveries", event), log)
+
     def start(point: checkpoint.Checkpoint | None):
         """The run's actors and loop, continuing from `point` if given."""
-        backend = RayBackend(cfg, base_dir)
+        backend = RayBackend(cfg, base_dir, recoveries)
         loop = TrainLoop(cfg, task, backend, on_record, log, on_checkpoint)
         if point is not None:
             backend.load_state(str(point.learner_dir))
@@ -113,22 +123,22 @@ def run(cfg: RunConfig, resume: Path | None = None) -> dict[str, dict[str, float
         stop_on_signals(loop)
         return backend, loop
 
-    def recover(error: Exception, restarts: int):
-        """After a rollout actor or learner rank died: every actor rebuilt, from the last checkpoint."""
-        started, died_after = time.perf_counter(), loop.version
-        backend.shutdown()
+    def recover(error: Exception):
+        """After a learner rank died (or a rollout actor could not be replaced in place): every
+        actor rebuilt, from the last checkpoint."""
+        died_after = loop.version
         point = checkpoint.latest(checkpoint.checkpoints_dir(run_dir.path), log)
-        first_line = str(error).strip().split("\n", 1)[0][:300].rstrip(".")
-        log(f"{type(error).__name__}: {first_line}. Recovery {restarts}/{cfg.cluster.max_restarts}: rebuilding the "
-            f"actors and continuing from {point.path.name} (steps lost: {died_after - point.step})")
+        began = recoveries.begin(error, f"rebuilding the actors and continuing from {point.path.name} "
+                                        f"(steps lost: {died_after - point.step})")
+        backend.shutdown()
         run_dir.cut_back(point.loop_state()["records_written"])
         rebuilt = start(point)
-        run_dir.log_event("recoveries", {"error": f"{type(error).__name__}: {first_line}", "died_after_step": died_after,
-                                         "from_step": point.step, "steps_lost": died_after - point.step,
-                                         "seconds": round(time.perf_counter() - started, 1)})
+        recoveries.done(began, error, "rebuild", died_after_step=died_after, from_step=point.step,
+                        steps_lost=died_after - point.step)
         return rebuilt
 
     try:
+        trackers = loggers.Trackers.open(cfg, run_dir.path, log)
         backend, loop = start(resume_from)
         started = time.perf_counter()
         if resume_from:
@@ -137,20 +147,16 @@ def run(cfg: RunConfig, resume: Path | None = None) -> dict[str, dict[str, float
             log(f"evaluating the base model on {held_out_label(cfg.task)} (greedy)")
             rows = {"base": loop.evaluate(step=0)}
             on_checkpoint(0)  # so that a recovery or a resume before the first periodic one starts from here
-        restarts = 0
+        total_steps = cfg.score.stage1_steps + cfg.score.stage2_steps
         while True:
             try:
                 loop.train()
+                log("evaluating the trained policy")
+                rows["SCoRe" if cfg.score.method == "score" else cfg.score.method] = loop.evaluate(step=total_steps)
+                backend.save(str(run_dir.checkpoint))
                 break
             except ray.exceptions.RayActorError as exc:  # an actor died; Ray's other errors are bugs, not faults
-                restarts += 1
-                if restarts > cfg.cluster.max_restarts:
-                    raise
-                backend, loop = recover(exc, restarts)
-        total_steps = cfg.score.stage1_steps + cfg.score.stage2_steps
-        log("evaluating the trained policy")
-        rows["SCoRe" if cfg.score.method == "score" else cfg.score.method] = loop.evaluate(step=total_steps)
-        backend.save(str(run_dir.checkpoint))
+                backend, loop = recover(exc)
         for name in os.listdir(base_dir):  # the tokenizer travels with the checkpoint
             if name.startswith("tokenizer") or name.endswith(".jinja"):
                 shutil.copy(os.path.join(base_dir, name), run_dir.checkpoint)
@@ -158,19 +164,22 @@ def run(cfg: RunConfig, resume: Path | None = None) -> dict[str, dict[str, float
         backend.close()
         run_dir.finish({
             "metrics": rows, "steps": total_steps, "wall_s": time.perf_counter() - started,
-            "base_model": base_dir, "checkpoint": str(run_dir.checkpoint), "attempts": attempt,
+            **base, "checkpoint": str(run_dir.checkpoint), "attempts": attempt,
             "recoveries": len(run_dir.events("recoveries")),
         })
         entry.finish(str(run_dir.checkpoint))
+        trackers.finish(format_table(rows), rows)
     except Stopped as exc:
         exc.resume_command = f"python -m learner.main --resume {run_dir.path}"
         run_dir.fail(f"{exc}; resume with: {exc.resume_command}")
         entry.fail(f"{exc}; resume with: {exc.resume_command}")
+        trackers.close()
         raise
     except BaseException as exc:
         reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         run_dir.fail(reason)
         entry.fail(reason)
+        trackers.close()
         raise
     finally:
         registry.close()
@@ -227,13 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     from learner.driver.checkpoint import CheckpointError
     from learner.driver.loop import Stopped
     from learner.driver.startup import StartupError
+    from learner.tracking.loggers import LoggerUnavailable
 
     try:
         run(cfg, Path(args.resume) if args.resume else None)
     except Stopped as exc:
         print(f"{exc}, with a checkpoint; resume with: {exc.resume_command}", file=sys.stderr)
         return 3
-    except (StartupError, CheckpointError, FileNotFoundError, ValueError) as exc:
+    except (StartupError, CheckpointError, LoggerUnavailable, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

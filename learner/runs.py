@@ -17,7 +17,7 @@ from learner.tracking.redis_server import EmbeddedRedis, RedisUnavailable
 from learner.tracking.registry import LOST, connect, embedded_dir, get_run, list_runs
 
 LOST_MEANS = "its process stopped without finishing: killed, or its machine gone; `updated` is when it last wrote"
-COLUMNS = ("run", "status", "attempt", "stage", "step", "version", "Acc@t1", "Acc@t2", "Δ", "updated")
+COLUMNS = ("run", "status", "attempt", "stage", "step", "version", "Acc@t1", "Acc@t2", "Δ", "base", "updated")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,7 +41,7 @@ def table(runs: list[dict]) -> str:
         rows.append((
             r["run_id"], r["status"], str(r["attempt"]), str(r["stage"] or "-"), str(r["step"]),
             str(r["policy_version"]), _pct(ev.get("acc_t1")), _pct(ev.get("acc_t2")),
-            _pct(ev.get("delta"), signed=True), r["updated"],
+            _pct(ev.get("delta"), signed=True), (r.get("base_sha256") or "-")[:12], r["updated"],
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -55,7 +55,7 @@ def details(run: dict) -> str:
         run = {**run, "status": f"{LOST} ({LOST_MEANS})"}
     lines = [f"{key:15} {run[key]}" for key in (
         "run_id", "status", "attempt", "stage", "step", "policy_version", "checkpoint", "run_dir",
-        "started", "resumed", "updated", "config_hash", "error",
+        "started", "resumed", "updated", "config_hash", "base_model", "base_sha256", "error",
     ) if run.get(key) not in ("", None)]
     for kind, values in run["metrics"].items():
         lines.append(f"{'last ' + kind:15} " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()))

@@ -29,6 +29,7 @@ class BatchInfo:
     meta: list[TraceMeta]  # one per trace, in row order; grading fills in grade1 / grade2
     rollout_s: float
     rollout_tokens: int  # tokens generated, both attempts
+    reference_s: float = 0.0  # scoring the batch with the reference policy on the rollout actor (0: not done there)
 
     def set_grades(self, grades: Sequence[tuple[Grade, Grade]]) -> None:
         """(attempt 1, attempt 2) grades, one pair per trace in row order."""
@@ -45,6 +46,9 @@ class TraceBatch:
     segment: np.ndarray  # int8 [n, T]: CONTEXT / ATTEMPT1 / ATTEMPT2
     lengths: np.ndarray  # int64 [n]
     sample_logprobs: np.ndarray  # float32 [n, T]: the engine's log-prob of each sampled token, 0 elsewhere
+    # float32 [n, T]: the reference policy's log-prob of each token, when the rollout actor scored
+    # it (cluster.reference_on=rollout); None = the learner scores the reference itself
+    ref_logprobs: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -88,12 +92,16 @@ class TraceBatch:
             offset += int(b.groups.max(initial=-1)) + 1
         width = max(b.tokens.shape[1] for b in batches)
         pad = lambda a, value: np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=value)  # noqa: E731
+        scored = {b.ref_logprobs is not None for b in batches}
+        if len(scored) > 1:
+            raise ValueError("some batches carry reference log-probs and some do not: one run scores them in one place")
         return cls(
             np.concatenate(groups),
             np.concatenate([pad(b.tokens, 0) for b in batches]),  # past `lengths` nothing is read
             np.concatenate([pad(b.segment, 0) for b in batches]),
             np.concatenate([b.lengths for b in batches]),
             np.concatenate([pad(b.sample_logprobs, 0.0) for b in batches]),
+            np.concatenate([pad(b.ref_logprobs, 0.0) for b in batches]) if scored == {True} else None,
         )
 
     def select(self, rows: np.ndarray) -> "TraceBatch":
@@ -106,6 +114,7 @@ class TraceBatch:
             self.segment[rows, :width],
             self.lengths[rows],
             self.sample_logprobs[rows, :width],
+            None if self.ref_logprobs is None else self.ref_logprobs[rows, :width],
         )
 
 

@@ -91,7 +91,8 @@ class ScoreConfig(_Section):
     method: Literal["score", "single_turn", "pair_sft"] = Field(
         "score",
         description="score: Stage I then Stage II; single_turn: RL on attempt 1 only; pair_sft: "
-        "fine-tune on own (wrong, right) attempt pairs. Baselines train stage1_steps + stage2_steps steps.",
+        "online STaR: fine-tune on the policy's own (wrong, right) attempt pairs, re-sampled every step, averaged over "
+        "the pairs. Baselines train stage1_steps + stage2_steps steps.",
     )
     stage1_steps: int = Field(50, ge=0, description="RL steps of Stage I (attempt 1 pinned by beta2).")
     stage2_steps: int = Field(20, ge=0, description="RL steps of Stage II (both attempts, shaped reward).")
@@ -151,7 +152,11 @@ class ClusterConfig(_Section):
         "collective (a broadcast group of learner rank 0 and the engines: NCCL when both hold GPUs, else gloo).",
     )
     weight_sync_timeout_s: float = Field(
-        300, gt=0, description="collective: deadline of every broadcast; a dead peer is an error, not a hang."
+        300, gt=0, description="Deadline of every weight broadcast (either backend); a dead or hung peer is an error, not a hang."
+    )
+    rollout_alive_timeout_s: float = Field(
+        30, gt=0, description="While the driver waits on a rollout actor, it asks it this often whether it is alive "
+        "(answered on a thread of its own, whatever it is sampling); one that gives no answer within this is replaced as hung."
     )
     redis_url: str | None = Field(
         None,
@@ -167,6 +172,12 @@ class ClusterConfig(_Section):
         2048, ge=0,
         description="Padded tokens per learner micro-batch: a rank's rows, sorted by length, in chunks that pad only to "
         "their own longest row, gradients accumulated (less padding, bounded memory); 0 = all its rows at once.",
+    )
+    reference_on: Literal["rollout", "learner"] = Field(
+        "rollout",
+        description="Where the frozen reference model scores training traces for the KL terms: rollout = each rollout "
+        "actor right after sampling (off the learner's critical path while rollouts run ahead; the learner holds no "
+        "reference copy), learner = every learner rank in its update.",
     )
     rollout_cpus: float = Field(1, ge=0, description="Ray CPUs each rollout actor reserves.")
     rollout_gpus: float = Field(0, ge=0, description="Ray GPUs each rollout actor reserves.")
@@ -187,8 +198,9 @@ class ClusterConfig(_Section):
         120, gt=0, description="Deadline for one grader actor's part of a batch; past it the actor is replaced and "
         "the part graded again elsewhere.")
     max_restarts: int = Field(
-        3, ge=0, description="Times a run whose rollout actor or learner rank died rebuilds its actors within the job "
-        "and continues from its last checkpoint; past that the run fails (and --resume continues it).")
+        3, ge=0, description="Recoveries a run makes within its job: a dead or hung rollout actor is replaced (no step "
+        "lost); a dead learner rank has every actor rebuilt from the last checkpoint. Past that the run fails (and "
+        "--resume continues it).")
     grade_retries: int = Field(
         2, ge=0, description="Times a part of a batch whose grader actor died or missed the deadline is graded again "
         "on another actor; after that its traces are left out of training (ungraded), never scored 0.")
@@ -234,6 +246,26 @@ class ClusterConfig(_Section):
         return self
 
 
+class TrackingConfig(_Section):
+    """Experiment trackers that get the run's config and every record of metrics.jsonl (learner/tracking/loggers/)."""
+
+    loggers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list,
+        description="Trackers the run also logs to, e.g. [tensorboard, wandb, mlflow]: each an optional package "
+        "(pip install -e '.[trackers]'); metric names <kind>/<key> of metrics.jsonl (train/reward_t1, eval/acc_t1), "
+        "x-axis the training step. Empty = metrics.jsonl and Prometheus only.",
+    )
+    project: str = Field("score-rl", min_length=1, description="W&B project and MLflow experiment the runs are logged under.")
+    wandb_mode: Literal["offline", "online"] | None = Field(
+        None, description="W&B mode; unset = $WANDB_MODE if set, else offline (files under the run directory, "
+        "`wandb sync` uploads them later).",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking server or store; unset = $MLFLOW_TRACKING_URI if set, else a local SQLite "
+        "store, <run_dir>/mlflow.db (artifacts in <run_dir>/mlartifacts).",
+    )
+
+
 class RunConfig(_Section):
     name: str = Field("score", description="Run name; the run directory is <output_dir>/<name>-<timestamp>.")
     output_dir: str = Field("runs", description="Where run directories are created.")
@@ -245,6 +277,7 @@ class RunConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-APT_PACKAGES="bubblewrap redis-server python3 prometheus"  # python3: the sandbox needs an interpreter outside /root; prometheus: the metrics tests scrape a real one
+APT_PACKAGES="bubblewrap redis-server python3 prometheus chromium"  # python3: the sandbox needs an interpreter outside /root; prometheus: the metrics tests scrape a real one; chromium: headless, a test screenshots the TensorBoard page
 
 missing=""
 for pkg in $APT_PACKAGES; do dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"; done

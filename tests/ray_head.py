@@ -38,6 +38,27 @@ def pids_with_arg(markers: list[str], suffixes: list[str] = ()) -> list[int]:
     return pids
 
 
+def parent(pid: int) -> int:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def actor_pids(head: "HeadNode", actor_class: str) -> list[int]:
+    """PIDs of `head`'s worker processes that run an `actor_class` actor (Ray titles them
+    ray::<class>). Only this head's: other Ray clusters on the machine may run the same actors."""
+    ours = set(pids_with_arg([str(head.temp_dir)]))
+    found = []
+    for pid in pids_with_arg([f"ray::{actor_class}"]):
+        ancestor = parent(pid)
+        while ancestor > 1 and ancestor not in ours:
+            ancestor = parent(ancestor)
+        if ancestor in ours:
+            found.append(pid)
+    return found
+
+
 def stop(pids: list[int], grace_s: float = 2.0) -> None:
     """SIGTERM these processes, then SIGKILL the ones still there after `grace_s`."""
     for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -50,7 +50,7 @@ def test_pair_sft_loss_is_the_negative_log_likelihood_of_the_corrections():
     segment, logp, ref = _batch()
     obj = Objective(1, alpha=10, beta1=0.0, beta2=0.5, method="pair_sft")
     loss, _ = score_loss(logp, ref, segment, torch.zeros(2), torch.tensor([1.0, 0.0]), obj, total_traces=2)
-    assert float(loss) == pytest.approx(-(-0.2) / 2)  # row 0's attempt 2, averaged over both traces
+    assert float(loss) == pytest.approx(-(-0.2) / 1)  # row 0's attempt 2, averaged over the one pair
 
 
 def test_schedules_give_every_method_the_same_number_of_steps():
@@ -66,3 +66,30 @@ def test_schedules_give_every_method_the_same_number_of_steps():
     assert [o.lr for o, _ in stage_schedule(sc.model_copy(update={"stage2_lr": None}))] == [3e-4, 3e-4]
     with pytest.raises(ValueError, match="method"):
         Objective(1, 10, 0.01, 0.5, method="nope")
+
+
+def test_pair_sft_step_size_does_not_shrink_with_the_correction_rate():
+    """The imitation term is averaged over the batch's (wrong, right) pairs, not over its traces: the
+    same one pair gives the same gradient in a batch of 2 traces as in a batch of 200; the KL terms
+    stay averaged over the traces."""
+    from learner.training.losses import pair_count
+
+    segment, logp, ref = _batch()
+    obj = Objective(1, alpha=10, beta1=0.0, beta2=0.5, method="pair_sft")
+    adv2 = np.array([1.0, 0.0] + [0.0] * 198)
+    assert pair_count(adv2, obj) == 1 and pair_count(np.zeros(4), obj) == 1  # at least 1
+    assert pair_count(np.array([1.0, 1.0, 0.0]), obj) == 2
+    grads = []
+    for traces in (2, 200):
+        x = logp.clone().requires_grad_(True)
+        loss, _ = score_loss(x, ref, segment, torch.zeros(2), torch.from_numpy(adv2[:2]).float(), obj,
+                             total_traces=traces, total_pairs=pair_count(adv2[:traces], obj))
+        loss.backward()
+        grads.append(x.grad)
+        assert float(loss) == pytest.approx(0.2)  # -log π(y2) of the one pair, not divided by the traces
+    assert torch.equal(grads[0], grads[1])
+    # the KL penalty is still a per-trace average
+    kl = Objective(1, alpha=10, beta1=0.5, beta2=0.5, method="pair_sft")
+    with_pairs, _ = score_loss(logp, ref, segment, torch.zeros(2), torch.zeros(2), kl, total_traces=2, total_pairs=7)
+    without, _ = score_loss(logp, ref, segment, torch.zeros(2), torch.zeros(2), kl, total_traces=2, total_pairs=1)
+    assert float(with_pairs) == pytest.approx(float(without)) and float(without) > 0

@@ -35,10 +35,84 @@ def test_quick_suite_runs_every_method_and_writes_the_table(tmp_path):
     assert {rows[m]["steps"] for m in METHODS - {"base"}} == {4}
     assert rows["no_stage1"]["stage1_steps"] == 0 and rows["no_stage1"]["stage2_steps"] == 4
     table = (out / "quick.md").read_text()
-    table_rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    first = table.split("95% confidence")[0]  # the mean ± std table; the CI and paired tables follow it
+    table_rows = [line for line in first.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     assert "SCoRe" in table and "Δ(t1,t2)" in table and len(table_rows) == len(METHODS) + 1  # header + methods
+    # bootstrap CIs per row and SCoRe's paired comparisons with the 5 others, from per-problem results
+    assert result["report"] is False and "problems 1000-1015" in table  # tuning: the validation slice
+    for r in rows.values():
+        assert r["problems"] == 16
+        for key in METRICS[:5]:
+            ci = r["ci95"][key]
+            assert ci["lo"] <= ci["value"] <= ci["hi"] and ci["value"] == pytest.approx(r[key]["mean"], abs=0.01)
+    assert {c["method"] for c in result["score_vs"]} == METHODS - {"score"}
+    for c in result["score_vs"]:
+        d = rows["score"]["ci95"]["delta"]["value"] - rows[c["method"]]["ci95"]["delta"]["value"]
+        assert c["delta"]["diff"] == pytest.approx(d) and c["delta"]["lo"] <= c["delta"]["diff"] <= c["delta"]["hi"]
+    assert "SCoRe vs online STaR (own i→c pairs)" in table
+    problems = [json.loads(line) for line in (tmp_path / "runs" / "score-s0" / "eval_problems.jsonl").read_text().splitlines()]
+    assert len(problems) == 16 and {p["r1"] for p in problems} <= {0.0, 1.0}
     for png in ("quick_training_curves.png", "quick_deltas.png"):
         assert (out / png).stat().st_size > 5000
     # each run's held-out evaluations and training records are kept
     evals = result["curves"]["score-s0"]["evals"]
     assert [e["step"] for e in evals] == [0, 2, 4]
+
+
+def test_tuning_refuses_the_reported_slice_and_reporting_needs_it():
+    """The protocol (docs/results/PROTOCOL.md): without --report the suite evaluates on validation and
+    refuses any evaluation that overlaps problems 0-999; --report evaluates on them and nowhere else.
+    Refused before any work is done."""
+    from learner.experiment import REPORTED_SLICE, check_eval_slice, main
+    from protos import load_config
+
+    assert REPORTED_SLICE == (0, 1000)
+    for settings in (["task.eval_offset=0"], ["task.eval_offset=900", "task.eval_size=256"], ["task.eval_offset=999", "task.eval_size=1"]):
+        with pytest.raises(ValueError, match="overlap the reported slice"):
+            check_eval_slice(load_config(None, settings), report=False)
+    check_eval_slice(load_config(None, ["task.eval_offset=1000", "task.eval_size=1000"]), report=False)
+    check_eval_slice(load_config(None, ["task.eval_offset=0", "task.eval_size=1000"]), report=True)
+    with pytest.raises(ValueError, match="--report evaluates on the reported slice"):
+        check_eval_slice(load_config(None, ["task.eval_offset=1000"]), report=True)
+    with pytest.raises(ValueError, match="--report evaluates on the reported slice"):
+        check_eval_slice(load_config(None, ["task.eval_offset=900", "task.eval_size=256"]), report=True)
+    with pytest.raises(ValueError, match="overlap the reported slice"):
+        main(["--quick", "--set", "task.eval_offset=0"])
+    with pytest.raises(ValueError, match="--report evaluates"):
+        main(["--quick", "--report", "--set", "task.eval_offset=1000"])
+
+
+def test_the_held_out_split_holds_both_slices():
+    from graders.registry import make_task
+
+    problems = make_task("sort", {}).eval_problems(2000)
+    assert len({p.prompt for p in problems}) == 2000  # validation 1000-1999 distinct from the reported 0-999
+
+
+def test_every_trained_method_gets_the_same_learning_rate_grid():
+    """No method trains at a rate the others were not offered: each of the grid's rates is the rate of
+    every method's first (or only) stage, the Stage-II-only ablation included (it ran at SCoRe's 10x
+    lower Stage II rate before)."""
+    from learner.experiment import SUITES, run_config, variants
+    from learner.training.losses import stage_schedule
+
+    suite = SUITES["default"]
+    names = variants(suite["methods"], suite["lrs"])
+    assert names.count("base") == 1 and len(names) == 1 + 5 * len(suite["lrs"])
+    first_stage_lr: dict[str, set] = {}
+    for name in names:
+        cfg = run_config(suite["settings"], name, seed=0)
+        schedule = stage_schedule(cfg.score)
+        method = name.split("@")[0]
+        if method == "base":
+            assert sum(n for _, n in schedule) == 0
+            continue
+        assert sum(n for _, n in schedule) == 70  # the same steps, the same sampled-token budget
+        assert cfg.score.lr == float(name.split("@")[1])
+        first_stage_lr.setdefault(method, set()).add(schedule[0][0].lr if schedule[0][1] else schedule[1][0].lr)
+    assert set(first_stage_lr) == {"single_turn", "no_stage1", "no_shaping", "score", "pair_sft"}
+    assert all(lrs == set(suite["lrs"]) for lrs in first_stage_lr.values()), first_stage_lr
+    # SCoRe keeps its Stage II rate; the ablation without Stage I is not given it
+    score = stage_schedule(run_config(suite["settings"], "score@0.0003", 0).score)
+    no_stage1 = [(o.stage, n, o.lr) for o, n in stage_schedule(run_config(suite["settings"], "no_stage1@0.0003", 0).score) if n]
+    assert [o.lr for o, _ in score] == [3e-4, 3e-5] and no_stage1 == [(2, 70, 3e-4)]

@@ -1,7 +1,8 @@
 """Faults in a real run, processes killed by PID: SIGTERM (preemption) checkpoints and exits 3
 naming the resume command; kill -9 of the driver loses only the steps since the last checkpoint,
 and `--resume` continues in the same run directory with every step recorded exactly once; kill -9
-of a learner rank or a rollout actor is recovered within the run, from the last checkpoint."""
+of a rollout actor is recovered within the run by a new actor (no step lost), and of a learner rank
+by rebuilding every actor from the last checkpoint."""
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from e2e import ROOT, quick_overrides, run_cli
-from ray_head import pids_with_arg, ray_head
+from ray_head import actor_pids, ray_head
 
 pytestmark = pytest.mark.slow
 
@@ -84,27 +85,39 @@ def test_sigterm_then_kill_9_then_resume_records_every_step_once(tmp_path):
     assert "resuming" in done.stdout and f"from step_{resumes[1]['from_step']:06d}" in done.stdout
 
 
-def test_a_killed_learner_rank_and_a_killed_rollout_actor_are_recovered_within_the_run(tmp_path):
+def test_dead_and_hung_rollout_actors_are_replaced_and_a_dead_learner_rank_rebuilt_within_the_run(tmp_path):
     overrides = quick_overrides(tmp_path) + [
         "--set", "score.stage1_steps=5", "--set", "score.stage2_steps=5", "--set", "checkpoint.every_steps=2",
+        # the collective weight group (gloo here) must be formed again with each new rollout actor
+        "--set", "cluster.weight_sync=collective", "--set", "cluster.weight_sync_timeout_s=30",
+        "--set", "cluster.rollout_alive_timeout_s=10",
     ]
+    faults = [("RolloutActor", signal.SIGKILL), ("RolloutActor", signal.SIGSTOP), ("LearnerActor", signal.SIGKILL)]
     with ray_head() as head:
         proc = start(overrides, {**head.env, "RAY_ADDRESS": head.address})
         runs = tmp_path / "runs"
         run_dir = lambda: next((d for d in runs.iterdir() if (d / "config.yaml").exists()), None) if runs.exists() else None  # noqa: E731
         recoveries = lambda: (run_dir() / "recoveries.jsonl").read_text().splitlines() if (run_dir() / "recoveries.jsonl").exists() else []  # noqa: E731
-        for n, actor in enumerate(("ray::LearnerActor", "ray::RolloutActor"), start=1):
+        for n, (actor, sig) in enumerate(faults, start=1):
             wait_until(lambda: run_dir() is not None and len(train_steps(run_dir())) >= 2 * n + 1, proc, 300,
                        f"training step {2 * n + 1}")
-            (pid,) = pids_with_arg([actor])  # Ray names its worker processes after the actor class
-            os.kill(pid, signal.SIGKILL)
+            (pid,) = actor_pids(head, actor)
+            os.kill(pid, sig)
             wait_until(lambda: len(recoveries()) == n, proc, 300, f"recovery {n}")
+            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, out[-3000:] + err[-3000:]
     run = run_dir()
     assert train_steps(run) == list(range(1, STEPS + 1))  # the lost steps were trained again, each recorded once
-    events = [json.loads(line) for line in recoveries()]
-    assert [e["error"].split(":")[0] for e in events] == ["ActorDiedError"] * 2
-    assert all(e["steps_lost"] == e["died_after_step"] - e["from_step"] <= 2 for e in events)  # every_steps = 2
-    assert json.loads((run / "summary.json").read_text())["recoveries"] == 2
-    assert "Recovery 1/3: rebuilding the actors" in out and "Recovery 2/3" in out
+    died, hung, rebuilt = [json.loads(line) for line in recoveries()]
+    # rollout actors, dead or hung (stopped): replaced in place, holding the current weights (the loop
+    # checks every batch's version), their unanswered requests sent again; no step lost
+    for event in (died, hung):
+        assert event["kind"] == "rollout_actor" and event["slots"] == [0] and event["steps_lost"] == 0
+    assert hung["error"].startswith("TimeoutError: rollout actor 0 is dead or hung")
+    assert "Recovery 1/3: replacing rollout actor 0 with the current weights" in out
+    # the learner rank: every actor rebuilt from the last checkpoint (every_steps = 2)
+    assert rebuilt["kind"] == "rebuild" and rebuilt["error"].startswith("ActorDiedError")
+    assert rebuilt["steps_lost"] == rebuilt["died_after_step"] - rebuilt["from_step"] <= 2
+    assert "Recovery 3/3: rebuilding the actors" in out
+    assert json.loads((run / "summary.json").read_text())["recoveries"] == 3

@@ -29,6 +29,12 @@ _canonical = {name}
 def {name}(*args, **kwargs):
     return _wrong(_canonical(*args, **kwargs))
 '''
+# The canonical solution, then raising instead of answering.
+RAISES = '''
+
+def {name}(*args, **kwargs):
+    raise ValueError("no answer")
+'''
 ISOLATIONS = [
     pytest.param("bwrap", marks=pytest.mark.skipif(not bwrap_works(), reason="bwrap missing or unusable here")),
     "fallback",
@@ -44,11 +50,13 @@ def test_all_canonical_solutions_pass_and_wrong_answers_fail(task):
     problems = [task.problem(f"HumanEval/{i}") for i in range(164)]
     canonical = [p.answer for p in problems]
     wrong = [p.answer + WRONG_ANSWER.format(name=p.meta["entry_point"]) for p in problems]
+    raises = [p.answer + RAISES.format(name=p.meta["entry_point"]) for p in problems]
     worker = GraderWorker("humaneval", threads=4)
-    grades = worker.grade_batch(problems + problems, canonical + wrong)
+    grades = worker.grade_batch(problems * 3, canonical + wrong + raises)
     passed = {p.id: g for p, g in zip(problems, grades[:164]) if g.status != "pass"}
-    failed = {p.id: g for p, g in zip(problems, grades[164:]) if g.status != "fail"}
-    assert passed == {} and failed == {}
+    failed = {p.id: g for p, g in zip(problems, grades[164:328]) if g.status != "fail"}
+    raised = {p.id: g for p, g in zip(problems, grades[328:]) if (g.status, g.detail) != ("fail", "ValueError: no answer")}
+    assert passed == {} and failed == {} and raised == {}
     assert all(g.reward == 1.0 for g in grades[:164]) and all(g.reward == 0.0 for g in grades[164:])
 
 
@@ -70,7 +78,9 @@ def test_a_fenced_full_program_is_graded(task):
 
 # (completion of HumanEval/53 `add(x, y)`, expected status, text expected in the detail)
 HOSTILE = {
-    "infinite loop": ("    while True:\n        pass\n", "timeout", "wall-clock"),
+    # spinning, it reaches its CPU limit and the wall-clock deadline (both 2 s) within a millisecond:
+    # which one the kernel or the grader sees first is chance (CI saw both); either is a timeout
+    "infinite loop": ("    while True:\n        pass\n", "timeout", ("wall-clock", "CPU limit")),
     "sleep": ("    import time\n    time.sleep(60)\n", "timeout", "wall-clock"),
     "fork bomb": ("    import os\n    while True:\n        os.fork()\n", "sandbox_violation", "os.fork"),
     "subprocess": ("    import subprocess\n    subprocess.run(['ls', '/'])\n    return x + y\n", "sandbox_violation", "subprocess.Popen"),
@@ -98,7 +108,7 @@ def test_hostile_completion_is_contained_and_graded(case, isolation):
     completion, status, detail = HOSTILE[case]
     grade = task.grade(add, completion)
     assert (grade.status, grade.reward) == (status, 1.0 if status == "pass" else 0.0)
-    assert detail in grade.detail
+    assert any(d in grade.detail for d in ((detail,) if isinstance(detail, str) else detail)), grade.detail
     assert ("fallback sandbox" in grade.detail) == (isolation == "fallback")
     assert task.grade(add, "    return x + y\n").status == "pass"  # the next grade still works
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from learner.training.losses import Objective, advantages, importance_weights, rloo, score_loss, token_logprobs
+from common.scoring import token_logprobs
+from learner.training.losses import Objective, advantages, importance_weights, rloo, score_loss
 from protos import ATTEMPT1, ATTEMPT2, CONTEXT
 
 C, A1, A2 = CONTEXT, ATTEMPT1, ATTEMPT2

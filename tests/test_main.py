@@ -5,6 +5,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from e2e import quick_overrides, run_cli
+from learner.model.base import content_hash
 
 
 @pytest.mark.slow
@@ -30,6 +31,11 @@ def test_full_run_writes_a_complete_run_directory(tmp_path):
     assert on_policy and max(r["logprob_abs_diff"] for r in on_policy) < 1e-4
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["metrics"]) == {"base", "SCoRe"}
+    # the run names its base by content hash: log, config.yaml, summary (the registry: tests/test_registry.py)
+    base_hash = content_hash(summary["base_model"])
+    assert summary["base_sha256"] == base_hash and f"base model sha256: {base_hash[:12]}" in proc.stdout
+    assert f"# base_sha256: {base_hash}\n" in (run / "config.yaml").read_text()
+    assert "| eta " in proc.stdout
     assert (run / "training.png").stat().st_size > 1000 and (run / "config.yaml").exists()
     # resumable checkpoints after the base evaluation and the last step: each of the two ranks wrote its own shards
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000000", "step_000004"]

@@ -45,9 +45,12 @@ def receive_into_engine(port: int, model_dir: str, backend: str, device: str, re
     group.close()
 
 
-def join_then_misbehave(port: int, how: str, started) -> None:
+def join_then_misbehave(port: int, how: str, started, joined) -> None:
     started.set()  # torch is imported by now: joining takes milliseconds, well within TIMEOUT_S
     group = join(port, rank=0)  # noqa: F841  held: a collected group closes its connections
+    # rank 0 hosts the group's TCP store and its constructor can return while the receiver is
+    # still reading the rendezvous from it: dying then fails the receiver's join, not its receive
+    joined.wait(JOIN_S)
     if how == "dies":
         os._exit(0)  # no clean shutdown, like a crashed learner
     time.sleep(3 * TIMEOUT_S)  # alive but never sends
@@ -84,11 +87,13 @@ def receive_from(how: str) -> tuple[float, str]:
     """Join as the receiver with a misbehaving sender; seconds until receive() raised, and why."""
     port = free_port()
     started = multiprocessing.get_context("spawn").Event()
-    sender = spawn(join_then_misbehave, port, how, started)
+    joined = multiprocessing.get_context("spawn").Event()
+    sender = spawn(join_then_misbehave, port, how, started, joined)
     # a spawned process takes seconds to import torch (more with CUDA): without this wait the join,
     # which shares the group's short timeout, could time out before the sender exists (seen on a GPU host)
     assert started.wait(JOIN_S), "the sender process did not start"
     receiver = join(port, rank=1)
+    joined.set()
     started = time.monotonic()
     try:
         with pytest.raises(RuntimeError) as error:

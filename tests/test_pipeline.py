@@ -11,6 +11,7 @@ import pytest
 
 from actors.engines.base import SamplingParams
 from actors.engines.hf_engine import TransformersEngine
+from actors.reference import ReferencePolicy
 from actors.rollout import RolloutWorker
 from common.ports import free_port
 from e2e import quick_overrides, run_cli
@@ -18,7 +19,7 @@ from graders.pool import GraderWorker
 from graders.registry import make_task, register_task
 from graders.sort_task import SortTask
 from learner.driver.local_backend import LocalBackend
-from learner.driver.loop import TrainLoop
+from learner.driver.loop import TrainLoop, reference_kwargs
 from learner.training.losses import stage_schedule
 from learner.training.worker import LearnerWorker
 from protos import Grade, load_config, rewards
@@ -61,11 +62,12 @@ def test_lag_zero_is_the_plain_on_policy_loop(tiny_model_dir):
     # the same run written out as the textbook loop: sample with the current weights, grade, train, sync
     sc, task = cfg.score, make_task(cfg.task.name)
     rng = np.random.default_rng(cfg.seed)
-    rollout = RolloutWorker(TransformersEngine.from_pretrained(tiny_model_dir), task)
+    reference = ReferencePolicy(str(tiny_model_dir), **reference_kwargs(cfg))  # the default: scored where sampled
+    rollout = RolloutWorker(TransformersEngine.from_pretrained(tiny_model_dir), task, reference=reference)
     grader = GraderWorker(cfg.task.name)
     learner = LearnerWorker(str(tiny_model_dir), 0, 1, f"tcp://127.0.0.1:{free_port()}", lr=sc.lr,
                             grad_clip=sc.grad_clip, temperature=sc.temperature, seed=cfg.seed,
-                            micro_batch_tokens=cfg.cluster.learner_micro_batch_tokens)
+                            micro_batch_tokens=cfg.cluster.learner_micro_batch_tokens, reference=False)
     expected = []
     for version, objective in enumerate(o for o, n in stage_schedule(sc) for _ in range(n)):
         problems = task.train_problems(sc.prompts_per_step, rng)
@@ -83,6 +85,18 @@ def test_lag_zero_is_the_plain_on_policy_loop(tiny_model_dir):
     for got, want in zip(records, expected):
         assert {k: got[k] for k in COMPARED} == {k: float(want[k]) for k in COMPARED}
         assert got["policy_lag_max"] == 0 and got["is_clipped_frac"] == 0
+
+
+def test_the_reference_scored_on_the_rollout_side_trains_as_on_the_learner(tiny_model_dir):
+    """cluster.reference_on: where the reference forward runs changes no step beyond float rounding
+    (the forward passes see differently padded batches), and lag 1 is reweighted the same way."""
+    on_rollout = run_loop(config("cluster.reference_on=rollout"), tiny_model_dir)
+    on_learner = run_loop(config("cluster.reference_on=learner"), tiny_model_dir)
+    assert len(on_rollout) == len(on_learner) == 6
+    assert any(r["kl_t1"] > 1e-6 for r in on_learner), "the policy never left the reference: vacuous"
+    for a, b in zip(on_rollout, on_learner):
+        for key in COMPARED + ("is_ratio_mean",):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
 
 
 @pytest.mark.parametrize("lag", [1, 2])
@@ -213,3 +227,14 @@ def test_a_broadcast_does_not_wait_for_the_rollout_in_progress(tiny_model_dir):
         sender.close()
     finally:
         ray.shutdown()
+
+
+def test_the_time_left_counts_the_steps_and_evaluations_still_to_come():
+    from learner.driver.loop import duration
+
+    loop = TrainLoop(config("score.stage1_steps=6", "score.stage2_steps=4", "eval.every_steps=4"),
+                     make_task("sort_by_length"), None, print, print)
+    loop.step_seconds, loop.eval_seconds = [9.0, 2.0, 3.0, 4.0], 10.0  # steps of 3.5 s (the median; the first, slow one barely counts); an evaluation takes 10 s
+    assert loop.remaining_s(2) == 8 * 3.5 + 3 * 10.0  # evaluations after steps 4 and 8, and the final one
+    assert loop.remaining_s(9) == 1 * 3.5 + 1 * 10.0
+    assert [duration(s) for s in (54, 59.6, 192, 3725)] == ["54s", "1m00s", "3m12s", "62m05s"]

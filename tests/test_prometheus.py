@@ -8,43 +8,23 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
-import subprocess
 import time
-import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
-from e2e import ROOT, quick_overrides, run_cli
+from e2e import quick_overrides, run_cli
 from common import telemetry
 from common.ports import free_ports
+from prom import dashboard_rows, prometheus, query, wait_for
 from ray_head import ray_head
 
 pytestmark = pytest.mark.slow
 
-DASHBOARD = ROOT / "cluster/grafana/dashboards/score-rl.json"
 # What Grafana puts in for $__rate_interval; it must span a few of this test's 0.5 s scrapes.
 RATE_INTERVAL = "20s"
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not happen within {timeout_s:g}s")
-        time.sleep(0.5)
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 @dataclass
@@ -56,19 +36,13 @@ class Scraped:
     end: float
     run: Path
 
-    def _get(self, path: str, **params) -> list[dict]:
-        with urllib.request.urlopen(f"{self.url}{path}?{urllib.parse.urlencode(params)}", timeout=30) as r:
-            body = json.load(r)
-        assert body["status"] == "success", body
-        return body["data"]["result"]
-
     def series(self, expr: str) -> list[dict]:
         """`expr` over the whole run: one entry per series, with its (time, value) points."""
-        return self._get("/api/v1/query_range", query=expr, start=self.start, end=self.end, step=1)
+        return query(self.url, "/api/v1/query_range", query=expr, start=self.start, end=self.end, step=1)
 
     def last(self, expr: str) -> dict[tuple, float]:
         """The last value of each series of `expr` during the run, keyed by its labels' values."""
-        result = self._get("/api/v1/query", query=f"last_over_time(({expr})[30m:1s])", time=self.end)
+        result = query(self.url, "/api/v1/query", query=f"last_over_time(({expr})[30m:1s])", time=self.end)
         return {tuple(sorted(s["metric"].items())): float(s["value"][1]) for s in result}
 
     def one(self, expr: str) -> float:
@@ -79,53 +53,23 @@ class Scraped:
         return [json.loads(line) for line in (self.run / "metrics.jsonl").read_text().splitlines()]
 
 
-def prometheus_config(discovery_file: Path) -> dict:
-    """cluster/prometheus/prometheus.yml with this head's discovery file and a 0.5 s scrape for a short run."""
-    cfg = yaml.safe_load((ROOT / "cluster/prometheus/prometheus.yml").read_text())
-    cfg["global"]["scrape_interval"] = cfg["global"]["evaluation_interval"] = "500ms"
-    (ray_job,) = [job for job in cfg["scrape_configs"] if job["job_name"] == "ray"]  # not the local run's
-    ray_job["file_sd_configs"] = [{"files": [str(discovery_file)]}]
-    return {**cfg, "scrape_configs": [ray_job]}
-
-
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory):
-    binary = shutil.which("prometheus")
-    assert binary, "Debian's prometheus package is missing: `make setup` installs it"
     tmp = tmp_path_factory.mktemp("prometheus")
     # Ray ships metric values every 10 s by default. On a quiet machine this run grades everything within
     # about 2 s; a histogram series whose first report already holds every grade has no rate, so the
     # reports (and scrapes) must come several times within that burst.
-    with ray_head(env={"RAY_metrics_report_interval_ms": "500"}) as head:
-        discovery = head.temp_dir / "prom_metrics_service_discovery.json"
-        wait_for(discovery.exists, 60, "the head's Prometheus service-discovery file")
-        (tmp / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(discovery)))
-        (port,) = free_ports(1)
-        with open(tmp / "prometheus.log", "w") as log:  # the child keeps its own copy of the descriptor
-            prometheus = subprocess.Popen(
-                [binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{port}"],
-                stdout=subprocess.DEVNULL, stderr=log,
-            )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for(lambda: http_ok(f"{url}/-/ready"), 60, "Prometheus ready")
-            start = time.time()
-            # six steps, not quick_overrides' four: with rollouts a step ahead, a loaded machine once graded a
-            # whole four-step run within one report of each grader, leaving the latency histogram no rate
-            steps = ["--set", "score.stage1_steps=3", "--set", "score.stage2_steps=3"]
-            proc = run_cli(quick_overrides(tmp) + steps, env={**head.env, "RAY_ADDRESS": head.address})
-            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-            assert re.search(rf"Prometheus metrics \(ray_score_\*\): http://[\d.]+:{head.metrics_port}/metrics", proc.stdout)
-            time.sleep(5)  # the last report interval and scrape
-            (run,) = [d for d in (tmp / "runs").iterdir() if (d / "metrics.jsonl").exists()]
-            yield Scraped(url, start, time.time(), run)
-        finally:
-            prometheus.terminate()
-            try:
-                prometheus.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                prometheus.kill()
+    with ray_head(env={"RAY_metrics_report_interval_ms": "500"}) as head, prometheus(head.temp_dir, tmp) as url:
+        start = time.time()
+        # six steps, not quick_overrides' four: with rollouts a step ahead, a loaded machine once graded a
+        # whole four-step run within one report of each grader, leaving the latency histogram no rate
+        steps = ["--set", "score.stage1_steps=3", "--set", "score.stage2_steps=3"]
+        proc = run_cli(quick_overrides(tmp) + steps, env={**head.env, "RAY_ADDRESS": head.address})
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert re.search(rf"Prometheus metrics \(ray_score_\*\): http://[\d.]+:{head.metrics_port}/metrics", proc.stdout)
+        time.sleep(5)  # the last report interval and scrape
+        (run,) = [d for d in (tmp / "runs").iterdir() if (d / "metrics.jsonl").exists()]
+        yield Scraped(url, start, time.time(), run)
 
 
 def test_every_step_metric_equals_what_the_run_recorded(scraped):
@@ -190,9 +134,9 @@ def test_every_grade_is_counted_once_by_status(scraped):
 
 
 def test_every_dashboard_expression_returns_data(scraped):
-    """The dashboard cannot drift from the code: an expression that matches nothing fails here."""
-    dashboard = json.loads(DASHBOARD.read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    """The dashboard cannot drift from the code: an expression that matches nothing fails here. (The
+    Serving row's are checked against a serving deployment, in test_serve.py.)"""
+    exprs = [expr for row, row_exprs in dashboard_rows().items() if row != "Serving" for expr in row_exprs]
     assert len(exprs) > 20
     empty = []
     for expr in exprs:

@@ -179,9 +179,11 @@ def test_a_resumed_run_keeps_its_start_and_counts_attempts(redis_process, tmp_pa
     score = client.zscore(INDEX, "r")
     assert get_run(client, "r")["attempt"] == 1 and "resumed" not in get_run(client, "r")
 
-    second = registry.open_run("r", cfg, tmp_path, print, attempt=2)
+    second = registry.open_run("r", cfg, tmp_path, print, attempt=2, base={"base_model": "/m", "base_sha256": "ab" * 32})
     run = get_run(client, "r")
     assert (run["status"], run["attempt"], run["error"]) == ("running", 2, "")
+    assert (run["base_model"], run["base_sha256"]) == ("/m", "ab" * 32)  # which base it trains, in the list too
+    assert table([run]).splitlines()[0].split()[-2] == "base" and table([run]).splitlines()[1].split()[-3] == "ab" * 6
     assert run["started"] == "2026-01-01 00:00:00" and run["resumed"] and client.zscore(INDEX, "r") == score
     assert [r["run_id"] for r in list_runs(client)] == ["r"]
     assert table([run]).splitlines()[1].split()[:3] == ["r", "running", "2"]

@@ -12,7 +12,8 @@ from learner.driver.loop import Stopped, TrainLoop
 from test_pipeline import config
 
 # timings differ between any two runs; everything else in a record must not
-TIMINGS = ("step_s", "rollout_s", "grading_s", "learner_s", "sync_s", "rollout_tokens_per_s", "learner_tokens_per_s")
+TIMINGS = ("step_s", "rollout_s", "grading_s", "learner_s", "sync_s", "reference_s", "rollout_tokens_per_s",
+           "learner_tokens_per_s")
 
 
 def checkpointed_run(cfg, model_dir, root, resume_from=None, stop_after=None) -> list[dict]:

@@ -9,7 +9,7 @@ import torch
 from actors.engines.base import SamplingParams
 from actors.engines.hf_engine import TransformersEngine
 from actors.rollout import RolloutWorker
-from learner.training.losses import token_logprobs
+from common.scoring import token_logprobs
 from protos import ATTEMPT1, ATTEMPT2
 
 
@@ -108,3 +108,29 @@ def test_a_rollout_waits_for_the_oldest_version_it_accepts(tiny_model_dir, sort_
     impatient = RolloutWorker(TransformersEngine.from_pretrained(tiny_model_dir), sort_task, weights_timeout_s=0.2)
     with pytest.raises(TimeoutError, match="needs policy v1 or newer, but the engine holds v0"):
         impatient.rollout(sort_task.eval_problems(2), 1, params, min_version=1)
+
+
+def test_the_reference_scores_training_batches_with_the_base_model_not_the_current_policy(tiny_model_dir, sort_task):
+    """cluster.reference_on=rollout: a training batch leaves the actor with the log-probs of the base
+    model (in several length-sorted micro-batches here), also after the engine took new weights; an
+    evaluation's batch is not scored."""
+    from actors.reference import ReferencePolicy
+
+    reference = ReferencePolicy(str(tiny_model_dir), temperature=0.7, micro_batch_tokens=60)
+    scorer = RolloutWorker(TransformersEngine.from_pretrained(tiny_model_dir), sort_task, reference=reference)
+    base = TransformersEngine.from_pretrained(tiny_model_dir).model
+    scorer.load_weights(1, {k: v + 0.05 * torch.randn_like(v) for k, v in base.state_dict().items()})
+    params = SamplingParams(max_new_tokens=8, temperature=0.7, seed=2)
+    info, batch = scorer.rollout(sort_task.eval_problems(4), k=2, params=params, min_version=1)
+    assert info.policy_version == 1 and info.reference_s > 0
+    lengths = torch.from_numpy(batch.lengths)
+    assert len(np.unique(batch.lengths)) > 1 and int(batch.lengths.max()) * len(batch) > 2 * 60, "one micro-batch only"
+    with torch.no_grad():
+        want = token_logprobs(base, torch.from_numpy(batch.tokens), lengths, 0.7).numpy()
+        policy = token_logprobs(scorer.engine.model, torch.from_numpy(batch.tokens), lengths, 0.7).numpy()
+    inside = np.arange(batch.tokens.shape[1])[None, :] < batch.lengths[:, None]
+    np.testing.assert_allclose(batch.ref_logprobs[inside], want[inside], atol=1e-5)
+    assert (batch.ref_logprobs[~inside] == 0).all()
+    assert np.abs(policy[inside] - want[inside]).max() > 1e-3, "the new weights changed nothing: vacuous"
+    _, evaluated = scorer.rollout(sort_task.eval_problems(2), 1, SamplingParams(6, 0.0), for_training=False)
+    assert evaluated.ref_logprobs is None

@@ -84,7 +84,7 @@ def test_dashboard_takes_its_datasource_from_a_variable():
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
             assert all(t["datasource"]["uid"] == "${datasource}" for t in panel["targets"]), panel["title"]
     rows = [p["title"] for p in DASHBOARD["panels"] if p["type"] == "row"]
-    assert rows == ["Self-correction quality", "Training health", "Throughput and where the time goes", "Actors"]
+    assert rows == ["Self-correction quality", "Training health", "Throughput and where the time goes", "Actors", "Serving"]
     ids = [p["id"] for p in DASHBOARD["panels"]]
     assert len(set(ids)) == len(ids)
 

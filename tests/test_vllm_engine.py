@@ -121,6 +121,26 @@ def test_seeded_sampling_of_more_prompt_tokens_than_one_step_takes(engine, refer
     assert [len(g.token_ids) for g in gens] == [4] * len(batch)
 
 
+def test_streamed_tokens_come_step_by_step_and_are_the_generations(engine, reference, prompts):
+    """on_tokens (what the serving API streams from) hears each prompt's tokens while the engine generates:
+    they add up to its generation, which is what the same call without it returns (greedy and seeded), and
+    the prompts' reports interleave step by step: when a prompt reports its c-th token, every other prompt
+    has reported its (c-1)-th if it has one. Both engines, the reference's loop too."""
+    batch = prompts[:4]
+    for params in (SamplingParams(24, 0.0), SamplingParams(24, 1.0, seed=5)):
+        for e in (engine, reference):
+            heard: list[tuple[int, list[int]]] = []
+            got = e.generate(batch, params, on_tokens=lambda i, ids: heard.append((i, ids)))
+            assert [g.token_ids for g in got] == [g.token_ids for g in e.generate(batch, params)]
+            for i, g in enumerate(got):
+                assert [t for j, ids in heard if j == i for t in ids] == g.token_ids
+            counts = [0] * len(batch)
+            for i, ids in heard:
+                assert len(ids) == 1, "one token per step"
+                counts[i] += 1
+                assert all(counts[j] >= min(counts[i] - 1, len(g.token_ids)) for j, g in enumerate(got)), heard
+
+
 def test_update_weights_changes_outputs_like_transformers(engine, reference, prompts):
     original = {k: v.clone() for k, v in reference.model.state_dict().items()}
     before = [g.token_ids for g in engine.generate(prompts, SamplingParams(48, temperature=0.0))]

@@ -1,7 +1,7 @@
 """Generation engines behind one interface; `make_engine` is the only place that picks one."""
 from __future__ import annotations
 
-from actors.engines.base import Generation, GenerationEngine, SamplingParams
+from actors.engines.base import Generation, GenerationEngine, SamplingParams, TokenSink
 
 
 def make_engine(kind: str, model_dir: str, **kwargs) -> GenerationEngine:
@@ -16,4 +16,4 @@ def make_engine(kind: str, model_dir: str, **kwargs) -> GenerationEngine:
     raise ValueError(f"cluster.engine: unknown engine {kind!r} (choose transformers or vllm)")
 
 
-__all__ = ["Generation", "GenerationEngine", "SamplingParams", "make_engine"]
+__all__ = ["Generation", "GenerationEngine", "SamplingParams", "TokenSink", "make_engine"]

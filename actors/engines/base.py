@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,7 @@ class SamplingParams:
     max_new_tokens: int
     temperature: float = 1.0  # 0 = greedy
     seed: int | None = None
+    top_p: float = 1.0  # nucleus sampling (the serving API's top_p); training samples the full distribution
 
 
 @dataclass
@@ -21,6 +23,12 @@ class Generation:
     token_ids: list[int]  # includes the EOS token when finish_reason == "stop"
     logprobs: list[float]  # the engine's log-prob of each sampled token (under the sampling distribution)
     finish_reason: str  # "stop" (EOS) or "length"
+
+
+# on_tokens(i, token_ids): prompt i's newest tokens, from the generating thread, as each decoding step
+# produces them; in order, so that their concatenation is prompt i's Generation.token_ids. The serving
+# API streams the last attempt through it.
+TokenSink = Callable[[int, list[int]], None]
 
 
 class GenerationEngine(ABC):
@@ -34,8 +42,9 @@ class GenerationEngine(ABC):
     tokenizer = None
 
     @abstractmethod
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
-        """One generation per prompt, in order."""
+    def generate(self, prompts: list[list[int]], params: SamplingParams,
+                 on_tokens: TokenSink | None = None) -> list[Generation]:
+        """One generation per prompt, in order; `on_tokens` (optional) hears each step's tokens as they come."""
 
     @abstractmethod
     def update_weights(self, version: int, state_dict: dict) -> None:

@@ -2,7 +2,8 @@
 
 A hand-rolled decoding loop over a KV cache rather than `model.generate`, so that the
 log-prob of every sampled token comes out under exactly the distribution it was sampled from
-(temperature applied), batched with left padding.
+(temperature applied), batched with left padding. The loop hands every step's tokens to
+`on_tokens` as it goes, which is how the serving API streams an attempt while it is generated.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from actors.engines.base import Generation, GenerationEngine, SamplingParams
+from actors.engines.base import Generation, GenerationEngine, SamplingParams, TokenSink
 
 
 class TransformersEngine(GenerationEngine):
@@ -33,7 +34,8 @@ class TransformersEngine(GenerationEngine):
         self.version = version
 
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+    def generate(self, prompts: list[list[int]], params: SamplingParams,
+                 on_tokens: TokenSink | None = None) -> list[Generation]:
         if not prompts:
             return []
         gen = torch.Generator(device=self.device)
@@ -60,6 +62,8 @@ class TransformersEngine(GenerationEngine):
             logits = out.logits[:, -1, :].float()
             if params.temperature > 0:
                 logp = torch.log_softmax(logits / params.temperature, dim=-1)
+                if params.top_p < 1.0:
+                    logp = _nucleus(logp, params.top_p)
                 token = torch.multinomial(logp.exp(), 1, generator=gen).squeeze(-1)
             else:
                 logp = torch.log_softmax(logits, dim=-1)
@@ -68,6 +72,9 @@ class TransformersEngine(GenerationEngine):
             out_tokens[:, t] = token.cpu()
             out_logprobs[:, t] = logp.gather(-1, token[:, None]).squeeze(-1).cpu()
             steps = t + 1
+            if on_tokens is not None:  # the rows still generating: a finished row's pad is no token of its own
+                for i, tok in zip((~done).nonzero().flatten().tolist(), token[~done].tolist()):
+                    on_tokens(i, [tok])
             done |= token == self.eos_id
             if done.all():
                 break
@@ -84,3 +91,13 @@ class TransformersEngine(GenerationEngine):
                 cut, reason = len(toks), "length"
             results.append(Generation(toks[:cut], out_logprobs[i, :cut].tolist(), reason))
         return results
+
+
+def _nucleus(logp: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probability reaches `top_p` (the most
+    likely token always stays), renormalised: the distribution sampled from, so the log-probs
+    stay those of what was drawn. The same rule as vLLM's top-p sampler."""
+    sorted_logp, order = logp.sort(dim=-1, descending=True)
+    mass_before = sorted_logp.exp().cumsum(-1) - sorted_logp.exp()
+    drop = torch.zeros_like(logp, dtype=torch.bool).scatter(-1, order, mass_before >= top_p)
+    return torch.log_softmax(logp.masked_fill(drop, float("-inf")), dim=-1)

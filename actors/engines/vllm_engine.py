@@ -4,6 +4,12 @@ The engine runs in this process (no engine-core subprocess), which is what lets
 `update_weights` hand the learner's tensors to vLLM's worker by reference instead of
 serialising them. The same class runs on CUDA (vLLM picks the device); only the CPU build
 needs the float32 default below.
+
+`generate` steps vLLM's LLMEngine (the engine `LLM.generate` drives) itself rather than calling
+`LLM.generate`, which asks for each request's final output only: with `on_tokens` the requests
+ask for their output after every step instead (RequestOutputKind.DELTA), and the serving API
+streams an attempt from them as vLLM generates it. Without it, the requests and the loop are
+`LLM.generate`'s.
 """
 from __future__ import annotations
 
@@ -21,9 +27,11 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import vllm  # noqa: E402
+from vllm.inputs import tokens_input  # noqa: E402
 from vllm.platforms import current_platform  # noqa: E402
+from vllm.sampling_params import RequestOutputKind  # noqa: E402
 
-from actors.engines.base import Generation, GenerationEngine, SamplingParams  # noqa: E402
+from actors.engines.base import Generation, GenerationEngine, SamplingParams, TokenSink  # noqa: E402
 
 
 class VLLMEngine(GenerationEngine):
@@ -69,7 +77,8 @@ class VLLMEngine(GenerationEngine):
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.version = 0
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+    def generate(self, prompts: list[list[int]], params: SamplingParams,
+                 on_tokens: TokenSink | None = None) -> list[Generation]:
         if not prompts:
             return []
         # vLLM seeds each request separately: one seed for all would make the k samples of a
@@ -79,21 +88,43 @@ class VLLMEngine(GenerationEngine):
             if params.seed is not None
             else [None] * len(prompts)
         )
-        sampling = [
-            vllm.SamplingParams(
-                max_tokens=params.max_new_tokens,
-                temperature=params.temperature,  # vLLM is greedy at 0, like TransformersEngine
-                seed=seed,
-                logprobs=0,  # only the sampled token's
-                flat_logprobs=True,  # plain float lists instead of a dict per token
-                detokenize=False,
-            )
-            for seed in seeds
-        ]
-        outputs = self.llm.generate(
-            [vllm.TokensPrompt(prompt_token_ids=p) for p in prompts], sampling, use_tqdm=False
-        )
-        return [_to_generation(out.outputs[0]) for out in outputs]
+        engine = self.llm.llm_engine
+        index: dict[str, int] = {}  # request id -> prompt
+        tokens: list[list[int]] = [[] for _ in prompts]
+        logprobs: list[list[float]] = [[] for _ in prompts]
+        finish: list[str | None] = [None] * len(prompts)
+        try:
+            for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
+                sampling = vllm.SamplingParams(
+                    max_tokens=params.max_new_tokens,
+                    temperature=params.temperature,  # vLLM is greedy at 0, like TransformersEngine
+                    top_p=params.top_p,
+                    seed=seed,
+                    logprobs=0,  # only the sampled token's
+                    flat_logprobs=True,  # plain float lists instead of a dict per token
+                    detokenize=False,
+                    # every step's new tokens when they are streamed, else the finished request only
+                    output_kind=RequestOutputKind.DELTA if on_tokens else RequestOutputKind.FINAL_ONLY,
+                )
+                request_id = str(next(self.llm.request_counter))  # LLM.generate's ids: they cannot collide
+                engine.add_request(request_id, tokens_input(list(prompt)), sampling)
+                index[request_id] = i
+            while engine.has_unfinished_requests():
+                for out in engine.step():
+                    i, completion = index[out.request_id], out.outputs[0]
+                    if completion.token_ids:
+                        tokens[i] += completion.token_ids
+                        logprobs[i] += completion.logprobs.logprobs
+                        if on_tokens is not None:
+                            on_tokens(i, list(completion.token_ids))
+                    if out.finished:
+                        finish[i] = completion.finish_reason
+        except BaseException:
+            # a failed call must not leave requests behind for the next call's loop to run (finished
+            # requests' ids are ignored)
+            engine.abort_request(list(index))
+            raise
+        return [_to_generation(t, lp, reason) for t, lp, reason in zip(tokens, logprobs, finish)]
 
     def update_weights(self, version: int, state_dict: dict) -> None:
         """Loads the tensors in place through the worker's own reload path (the CPU build repacks
@@ -105,7 +136,7 @@ class VLLMEngine(GenerationEngine):
         self.version = version
 
 
-def _to_generation(completion) -> Generation:
-    if completion.finish_reason not in ("stop", "length"):
-        raise RuntimeError(f"vLLM finished a request with reason {completion.finish_reason!r}")
-    return Generation(list(completion.token_ids), list(completion.logprobs.logprobs), completion.finish_reason)
+def _to_generation(token_ids: list[int], logprobs: list[float], finish_reason: str | None) -> Generation:
+    if finish_reason not in ("stop", "length"):
+        raise RuntimeError(f"vLLM finished a request with reason {finish_reason!r}")
+    return Generation(token_ids, logprobs, finish_reason)

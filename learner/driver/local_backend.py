@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from actors.engines.hf_engine import TransformersEngine
+from actors.reference import ReferencePolicy
 from actors.rollout import RolloutWorker
 from common.ports import free_port
 from graders.pool import GraderWorker
 from graders.registry import make_task
-from learner.driver.loop import Request
+from learner.driver.loop import Request, reference_kwargs
 from learner.training.losses import Objective
 from learner.training.worker import LearnerWorker
 from protos import BatchInfo, RunConfig, TraceBatch
@@ -25,14 +26,17 @@ from protos import BatchInfo, RunConfig, TraceBatch
 
 class LocalBackend:
     def __init__(self, cfg: RunConfig, base_dir: str | Path):
+        reference = reference_kwargs(cfg)
         self.rollout = RolloutWorker(
-            TransformersEngine.from_pretrained(str(base_dir)), make_task(cfg.task.name, cfg.task.params), weights_timeout_s=0
-        )  # in one process nothing else can deliver weights: a rollout that needs newer ones is an error at once
+            TransformersEngine.from_pretrained(str(base_dir)), make_task(cfg.task.name, cfg.task.params),
+            weights_timeout_s=0,  # in one process nothing else can deliver weights: a rollout needing newer ones fails at once
+            reference=ReferencePolicy(str(base_dir), **reference) if reference is not None else None,
+        )
         self.grader = GraderWorker(cfg.task.name, cfg.task.params)
         self.learner = LearnerWorker(
             str(base_dir), rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{free_port()}",
             lr=cfg.score.lr, grad_clip=cfg.score.grad_clip, temperature=cfg.score.temperature, seed=cfg.seed,
-            micro_batch_tokens=cfg.cluster.learner_micro_batch_tokens,
+            micro_batch_tokens=cfg.cluster.learner_micro_batch_tokens, reference=reference is None,
         )
 
     def shards_per_request(self, num_problems: int) -> int:
@@ -41,7 +45,8 @@ class LocalBackend:
     def submit(self, request: Request) -> list:
         """Samples now, with the weights the loop last synced (so a request made L steps ahead is
         sampled by the policy of then, as on Ray); grading waits for collect."""
-        info, batch = self.rollout.rollout(request.problems, request.k, request.params, request.min_version)
+        info, batch = self.rollout.rollout(request.problems, request.k, request.params, request.min_version,
+                                           request.for_training)
         return [(request, info, batch)]
 
     def ready(self, shard) -> bool:

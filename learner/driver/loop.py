@@ -19,6 +19,7 @@ the learner never waits for more than its own step's data.
 """
 from __future__ import annotations
 
+import statistics
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -50,6 +51,15 @@ class Request:
     k: int
     params: SamplingParams
     min_version: int = 0
+    for_training: bool = True  # False: an evaluation's rollouts, never scored by the reference policy
+
+
+def reference_kwargs(cfg: RunConfig) -> dict | None:
+    """How the rollout side scores training batches with the reference policy (actors/reference.py):
+    as the learner would (its temperature, its micro-batch budget). None: the learner scores them."""
+    if cfg.cluster.reference_on != "rollout":
+        return None
+    return {"temperature": cfg.score.temperature, "micro_batch_tokens": cfg.cluster.learner_micro_batch_tokens}
 
 
 @dataclass
@@ -88,6 +98,7 @@ class TrainLoop:
         self.on_record, self.log, self.on_checkpoint = on_record, log, on_checkpoint
         self.stop_requested: str | None = None  # set (e.g. by a signal handler) to stop at the next step boundary
         self.version = 0  # updates the learner has made = the newest policy version sent to the engines
+        self.last_eval_problems: list[dict] = []  # the latest evaluation's rewards, per held-out problem
         self.rng = np.random.default_rng(cfg.seed)
         self.lag = cfg.cluster.max_policy_lag
         self.schedule = stage_schedule(cfg.score, off_policy=self.lag > 0)
@@ -102,6 +113,8 @@ class TrainLoop:
         self.batches_requested = 0  # rollout batches requested for training, stale re-requests included
         self.traces_left_out = 0  # traces not trained on because a grade in their group was never given
         self.replay: deque[tuple[int, Request]] = deque()  # requests drawn before a checkpoint, made again on resume
+        self.step_seconds: list[float] = []  # this process's steps and evaluations, for the log's time estimate
+        self.eval_seconds: float | None = None
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -116,7 +129,8 @@ class TrainLoop:
         each: the paper's evaluation protocol."""
         params = SamplingParams(self.cfg.eval.max_new_tokens or self.cfg.score.max_new_tokens, temperature=0.0)
         start = self.cfg.task.eval_offset
-        return Request(self.task.eval_problems(start + self.cfg.task.eval_size)[start:], 1, params, self.version)
+        return Request(self.task.eval_problems(start + self.cfg.task.eval_size)[start:], 1, params, self.version,
+                       for_training=False)
 
     def _request_ahead(self) -> None:
         """Request the rollouts of every coming step the lag bound allows, while the buffer has room
@@ -186,10 +200,18 @@ class TrainLoop:
     def evaluate(self, step: int) -> dict[str, float]:
         """Greedy, one trace per held-out problem, by the current policy: the paper's evaluation
         protocol. Not training data, so it does not pass through the trace buffer."""
+        started = time.perf_counter()
         request = self.eval_request()
         shards = self.backend.submit(request)
         infos = [self.backend.collect(shard)[0] for shard in shards]
-        metrics = trace_metrics([m for info in infos for m in info.meta])
+        meta = [m for info in infos for m in info.meta]
+        metrics = trace_metrics(meta)
+        # per problem, for the suite's bootstrap over problems (learner/statistics.py)
+        # (None: no verdict)
+        self.last_eval_problems = [
+            {"problem_id": m.problem_id, **{k: None if np.isnan(v) else float(v) for k, v in zip(("r1", "r2"), r)}}
+            for m, r in zip(meta, rewards(meta))]
+        self.eval_seconds = time.perf_counter() - started
         self.on_record({"kind": "eval", "step": step, "policy_version": self.version, **metrics})
         return metrics
 
@@ -223,6 +245,7 @@ class TrainLoop:
             **stats, "rollout_tokens": rollout_tokens, **waits, "sync_s": sync_s,
             "step_s": time.perf_counter() - started,
             "rollout_tokens_per_s": rollout_tokens / max(engine_s, 1e-9),
+            "reference_s": max(info.reference_s for info in infos),  # on the rollout actors (cluster.reference_on)
             "learner_tokens_per_s": stats["learner_tokens"] / max(stats["learner_s"], 1e-9),
             "buffer_depth": len(self.buffer), "batches_trained": len(batches), "traces_trained": len(meta) - left_out,
             "traces_left_out": left_out, "traces_left_out_total": self.traces_left_out,
@@ -262,6 +285,14 @@ class TrainLoop:
 
     # --- the schedule -----------------------------------------------------------------------
 
+    def remaining_s(self, step: int) -> float:
+        """Seconds left after `step`: the steps left at this run's median step time (the median: the
+        first step, which fills the pipeline, is slower than the rest), and the evaluations left (the
+        periodic ones and the final one) at the last evaluation's time."""
+        every = self.cfg.eval.every_steps
+        evals_left = 1 + sum(1 for s in range(step + 1, self.total_steps) if every and s % every == 0)
+        return (self.total_steps - step) * statistics.median(self.step_seconds) + evals_left * (self.eval_seconds or 0.0)
+
     def train(self) -> None:
         """The schedule's steps after those already done (all of them for a new run). Stops early,
         with a checkpoint, at the first step boundary after `stop_requested` is set."""
@@ -273,12 +304,13 @@ class TrainLoop:
                 if step <= self.version:  # done before the checkpoint this run resumed from
                     continue
                 r = self.train_step(objective, step)
+                self.step_seconds.append(r["step_s"])
                 self.log(
                     f"{label} step {i + 1}/{steps} ({step}/{self.total_steps}) | reward@t1 {r['reward_t1']:.3f} "
                     f"@t2 {r['reward_t2']:.3f} | KL t1 {r['kl_t1']:.4f} t2 {r['kl_t2']:.4f} | "
                     f"{r['rollout_tokens_per_s']:.0f} rollout tok/s | lag {r['policy_lag_max']} | {r['step_s']:.1f}s "
                     f"(waited: rollout {r['rollout_s']:.1f} grade {r['grading_s']:.1f}; learn {r['learner_s']:.1f} "
-                    f"sync {r['sync_s']:.1f})"
+                    f"sync {r['sync_s']:.1f}) | eta {duration(self.remaining_s(step))}"
                 )
                 if self.cfg.eval.every_steps and step % self.cfg.eval.every_steps == 0 and step < self.total_steps:
                     m = self.evaluate(step)
@@ -288,6 +320,12 @@ class TrainLoop:
                     self.on_checkpoint(step)
                 if self.stop_requested and step < self.total_steps:
                     raise Stopped(self.stop_requested, step)
+
+
+def duration(seconds: float) -> str:
+    """3m12s, 45s: how long, for a log line."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 class Stopped(Exception):

@@ -24,6 +24,7 @@ from actors.engines.base import SamplingParams
 from actors.engines.hf_engine import TransformersEngine
 from actors.turns import Turns
 from graders.base import Task
+from learner.model.base import shipped_for
 from learner.model.tiny import build_model, build_tokenizer
 from protos import RunConfig
 
@@ -120,14 +121,32 @@ def train_sft(model, tokenizer, task: Task, turns: Turns, cfg: RunConfig, log: C
     return {"steps": step, "final_loss": loss_avg, "train_accuracy_t1": accuracy, "wall_s": time.perf_counter() - started}
 
 
+def build_base(cfg: RunConfig, task: Task, out: Path, log: Callable[[str], None]) -> None:
+    """Build the tokenizer and tiny model and warm-start them into `out` (a Hugging Face model directory)."""
+    tokenizer = build_tokenizer(task, cfg.model.vocab_size, cfg.warmstart.seed)
+    model = build_model(cfg.model, tokenizer, cfg.warmstart.seed)
+    record = train_sft(model, tokenizer, task, Turns(tokenizer, task), cfg, log)
+    record["params"] = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "warmstart.json").write_text(json.dumps(record, indent=2))  # written last: marks it complete
+
+
 def ensure_base_model(cfg: RunConfig, task: Task, log: Callable[[str], None] = print) -> Path:
-    """The base policy's directory: cfg.model.path if given, else the cached warm-start (built if missing)."""
+    """The base policy's directory: cfg.model.path if given; else the base shipped in the repository
+    if the config names its recipe (the default config does); else the cached warm-start, built if missing."""
     if cfg.model.path:
         path = Path(cfg.model.path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"model.path {path} is not a Hugging Face model directory (no config.json)")
+        log(f"base model: {path}")
         return path
-    final = Path(cfg.model.cache_dir) / cache_key(cfg)
+    key = cache_key(cfg)
+    shipped = shipped_for(key)
+    if shipped is not None:
+        log(f"base model: the shipped default base {key} (learner/model/default_base)")
+        return shipped
+    final = Path(cfg.model.cache_dir) / key
     if (final / "warmstart.json").is_file():
         log(f"base model: cached warm-start {final}")
         return final
@@ -135,14 +154,7 @@ def ensure_base_model(cfg: RunConfig, task: Task, log: Callable[[str], None] = p
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
     try:
-        tokenizer = build_tokenizer(task, cfg.model.vocab_size, cfg.warmstart.seed)
-        model = build_model(cfg.model, tokenizer, cfg.warmstart.seed)
-        turns = Turns(tokenizer, task)
-        record = train_sft(model, tokenizer, task, turns, cfg, log)
-        record["params"] = sum(p.numel() for p in model.parameters())
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        (staging / "warmstart.json").write_text(json.dumps(record, indent=2))  # written last: marks it complete
+        build_base(cfg, task, staging, log)
         try:
             os.replace(staging, final)  # atomic: a crash never leaves a half-built model that looks cached
         except OSError:  # another process finished the same model first; theirs is as good as ours

@@ -78,9 +78,10 @@ class RunRegistry:
             raise
 
     def open_run(self, run_id: str, cfg: RunConfig, run_dir: Path, log: Callable[[str], None],
-                 attempt: int = 1) -> "RunEntry":
-        """The run's entry; attempt > 1 re-opens a run id for a resumed run."""
-        entry = RunEntry(self.client, self.url, run_id, cfg, run_dir, log, attempt=attempt)
+                 attempt: int = 1, base: dict[str, str] | None = None) -> "RunEntry":
+        """The run's entry; attempt > 1 re-opens a run id for a resumed run. `base`: the base model's
+        directory and content hash (base_model, base_sha256)."""
+        entry = RunEntry(self.client, self.url, run_id, cfg, run_dir, log, attempt=attempt, base=base)
         self.entries.append(entry)
         return entry
 
@@ -100,7 +101,8 @@ class RunEntry:
 
     def __init__(self, client: redis.Redis, url: str, run_id: str, cfg: RunConfig, run_dir: Path,
                  log: Callable[[str], None], max_backoff_s: float = 30.0, clock: Callable[[], float] = time.monotonic,
-                 attempt: int = 1, heartbeat_s: float = 10.0, alive_ttl_s: float = 30.0):
+                 attempt: int = 1, heartbeat_s: float = 10.0, alive_ttl_s: float = 30.0,
+                 base: dict[str, str] | None = None):
         self.client, self.url, self.log, self.clock = client, url, log, clock
         self.max_backoff_s, self.heartbeat_s = max_backoff_s, heartbeat_s
         self.alive_ttl_ms = int(alive_ttl_s * 1000)
@@ -110,7 +112,7 @@ class RunEntry:
             "run_id": run_id, "name": cfg.name, "status": "running", "attempt": attempt, "stage": "", "step": 0,
             "policy_version": 0, "checkpoint": "", "run_dir": str(Path(run_dir).resolve()),
             "config": config, "config_hash": hashlib.sha256(config.encode()).hexdigest()[:16],
-            "updated": "", "error": "",
+            "updated": "", "error": "", "base_model": "", "base_sha256": "", **(base or {}),
         }
         if attempt > 1:
             self.state["resumed"] = now

@@ -20,8 +20,9 @@ class RunDir:
         self.records_written = len(self.records())
 
     @classmethod
-    def create(cls, cfg: RunConfig) -> "RunDir":
-        """A new directory <output_dir>/<name>-<timestamp> holding the resolved config."""
+    def create(cls, cfg: RunConfig, base: dict[str, str]) -> "RunDir":
+        """A new directory <output_dir>/<name>-<timestamp> holding the resolved config, headed by the
+        base model it trains (`base`: its directory and content hash)."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = Path(cfg.output_dir) / f"{cfg.name}-{stamp}"
         suffix = 1
@@ -29,17 +30,17 @@ class RunDir:
             path = Path(cfg.output_dir) / f"{cfg.name}-{stamp}-{suffix}"
             suffix += 1
         path.mkdir(parents=True)
-        (path / "config.yaml").write_text(dump_config(cfg))
+        write_config(path, cfg, base)
         return cls(path)
 
     @classmethod
-    def reopen(cls, path: Path, cfg: RunConfig, records_kept: int, attempt: int) -> "RunDir":
+    def reopen(cls, path: Path, cfg: RunConfig, records_kept: int, attempt: int, base: dict[str, str]) -> "RunDir":
         """A stopped run's directory, to continue from a checkpoint: metrics.jsonl cut back to the
         `records_kept` records the checkpoint had seen (later ones will be written again), the
         config as resumed, and the last attempt's FAILED kept as FAILED.<attempt - 1>."""
         run = cls(path)
         run.cut_back(records_kept)
-        (run.path / "config.yaml").write_text(dump_config(cfg))
+        write_config(run.path, cfg, base)
         if (run.path / "FAILED").exists():
             (run.path / "FAILED").rename(run.path / f"FAILED.{attempt - 1}")
         return run
@@ -83,6 +84,13 @@ class RunDir:
 
     def fail(self, reason: str) -> None:
         (self.path / "FAILED").write_text(reason + "\n")
+
+
+def write_config(path: Path, cfg: RunConfig, base: dict[str, str]) -> None:
+    """config.yaml: the resolved config, after comment lines naming the base model (not a config key:
+    the config names a recipe or a path, the hash names the weights it gave)."""
+    header = "".join(f"# {key}: {value}\n" for key, value in base.items())
+    (path / "config.yaml").write_text(header + dump_config(cfg))
 
 
 def plot_training(records: list[dict], out: Path) -> None:

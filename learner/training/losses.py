@@ -10,18 +10,28 @@ The paper's baselines are variants of the same loss (`Objective.method`), so eve
 experiment suite (learner/experiment.py) trains through the same rollout, learner and evaluation:
     single_turn:  L = -A(r1)·log π(y1) + β1·KL_1            (attempt 2 is masked out entirely:
                                                           it is only ever prompted, never trained)
-    pair_sft   :  L = -[r1 = 0 ∧ r2 = 1]·log π(y2) + β1·KL_1 + β1·KL_2
-                 (STaR-style: supervised fine-tuning on the model's own successful corrections,
-                  re-sampled from the current policy every step, no baseline, nothing else rewarded)
+    pair_sft   :  L = -[r1 = 0 ∧ r2 = 1]·log π(y2) / max(1, #pairs) + β1·KL_1 + β1·KL_2
+                 (online STaR on the model's own i→c pairs: supervised fine-tuning on its own
+                  successful corrections, re-sampled from the current policy every step, no
+                  baseline, nothing else rewarded. The imitation term is averaged over the
+                  (wrong, right) pairs of the global batch, not over all its traces, so the step
+                  size does not shrink when the policy corrects itself less often; the KL terms are
+                  averaged over the traces, as for every method.)
 
 KL estimator. The KL in the objective is the reverse KL(π‖π_ref) of each attempt given its prompt.
-Its gradient on tokens sampled from π is E[(log π − log π_ref)·∇log π], which is exactly the gradient
-of the per-token "k2" loss ½(log π − log π_ref)² (Schulman, "Approximating KL divergence", 2020).
-So the loss uses k2; the KL *value* we report uses k3 = e^{−d} + d − 1 with d = log π − log π_ref,
-the unbiased, non-negative estimator (k2 is only a low-bias approximation of the value). Using k3 as
-the loss instead would give the gradient of the forward KL(π_ref‖π), not the objective's.
+The loss is the per-token "k2" penalty ½(d_t)², d_t = log π(y_t|c_t) − log π_ref(y_t|c_t) (Schulman,
+"Approximating KL divergence", 2020), whose gradient is Σ_t d_t·∇log π(y_t|c_t). That is the gradient
+of Σ_t KL(π(·|c_t)‖π_ref(·|c_t)) on on-policy samples *with each token's context c_t held fixed*: it
+leaves out the sequence-level term by which an earlier token changes the distribution of later
+contexts (Σ_t ∇log π(y_t|c_t)·Σ_{t'>t} d_t'). So it is the per-token KL penalty most RLHF trainers
+use (verl's and OpenRLHF's "kl in loss"), not the exact gradient of the attempt's sequence KL; on a
+two-token model (3 symbols, random logits) the second token's gradient matches and the first's does
+not (one component: 0.44 exact, 0.49 from k2). The KL *value* we report uses k3 = e^{−d} + d − 1,
+the unbiased, non-negative estimator of the sequence KL (k2 only approximates the value). Using k3
+as the loss instead would give the gradient of the forward KL(π_ref‖π), not the objective's.
 
-Terms are summed over an attempt's tokens and averaged over the traces of the global batch.
+Terms are summed over an attempt's tokens and averaged over the traces of the global batch (pair_sft's
+imitation term: over its pairs, see above).
 
 Off-policy correction. With rollouts running ahead of the learner (cluster.max_policy_lag >= 1), a
 batch may have been sampled by an older policy μ than the π being trained. Each sampled token's
@@ -103,17 +113,10 @@ def advantages(r1: np.ndarray, r2: np.ndarray, groups: np.ndarray, obj: Objectiv
     return rloo(r1, groups), rloo(shaped, groups)
 
 
-def token_logprobs(model, tokens: torch.Tensor, lengths: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log π(tokens[:, t] | tokens[:, :t]) for t >= 1; column 0 (no context) is 0.
-
-    Logits are divided by the sampling temperature, so the policy scored is the one sampled from.
-    """
-    positions = torch.arange(tokens.shape[1], device=tokens.device)
-    attention = (positions[None, :] < lengths[:, None]).long()
-    logits = model(input_ids=tokens, attention_mask=attention).logits[:, :-1].float() / temperature
-    picked = torch.gather(logits, -1, tokens[:, 1:, None]).squeeze(-1)
-    logp = picked - torch.logsumexp(logits, dim=-1)
-    return torch.nn.functional.pad(logp, (1, 0))
+def pair_count(adv2: np.ndarray, obj: Objective) -> int:
+    """pair_sft's normaliser: the number of (wrong, right) pairs in the global batch, at least 1
+    (a batch without pairs has a zero imitation term anyway). 1 for the other methods (unused)."""
+    return max(1, int((np.asarray(adv2) > 0).sum())) if obj.method == "pair_sft" else 1
 
 
 def importance_weights(logp: torch.Tensor, sample_logp: torch.Tensor, cap: float) -> torch.Tensor:
@@ -130,8 +133,10 @@ def score_loss(
     obj: Objective,
     total_traces: int,
     sample_logp: torch.Tensor | None = None,
+    total_pairs: int = 1,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The stage's loss for these rows, normalised by `total_traces` of the whole (sharded) batch.
+    """The stage's loss for these rows, normalised by `total_traces` of the whole (sharded) batch;
+    pair_sft's imitation term by `total_pairs` instead (`pair_count` of the whole batch's adv2).
     `sample_logp` (the engine's log-probs of the sampled tokens) is needed when obj.is_cap is set."""
     in1 = (segment == ATTEMPT1).float()
     in2 = (segment == ATTEMPT2).float()
@@ -146,13 +151,14 @@ def score_loss(
     policy = -(adv1 * sum1(weighted) + adv2 * sum2(weighted))
     kl_weight1 = obj.beta2 if (obj.stage == 1 and obj.method == "score") else obj.beta1
     penalty = kl_weight1 * sum1(k2) + obj.beta1 * sum2(k2)
-    loss = (policy + penalty).sum() / total_traces
+    policy_norm = total_pairs if obj.method == "pair_sft" else total_traces
+    loss = policy.sum() / policy_norm + penalty.sum() / total_traces
 
     with torch.no_grad():
         d = diff.detach()
         k3 = torch.expm1(-d) + d
         stats = {
-            "policy_loss": float(policy.sum()) / total_traces,
+            "policy_loss": float(policy.sum()) / policy_norm,
             "kl_penalty": float(penalty.sum()) / total_traces,
             "kl_t1": float(sum1(k3).sum()) / total_traces,
             "kl_t2": float(sum2(k3).sum()) / total_traces,

@@ -1,4 +1,6 @@
-"""One rank of the learner: the policy sharded with FSDP2, the frozen reference, the SCoRe update.
+"""One rank of the learner: the policy sharded with FSDP2, the SCoRe update, and (with
+cluster.reference_on=learner) the frozen reference; by default the rollout actors score batches
+with the reference and the learner holds none (actors/reference.py says why).
 
 Every rank receives the whole batch (ObjectRefs resolved by Ray) and its rewards, computes the
 RLOO advantages on it (they need every sample of a prompt), and trains on its own slice of the rows.
@@ -15,7 +17,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from learner.training.losses import Objective, advantages, score_loss, token_logprobs
+from common.scoring import micro_batch_count, micro_batches, token_logprobs
+from learner.training.losses import Objective, advantages, pair_count, score_loss
 from protos import TraceBatch
 from protos.batch import graded_groups
 
@@ -35,7 +38,10 @@ class LearnerWorker:
         backend: str = "gloo",
         seed: int = 0,
         micro_batch_tokens: int = 0,
+        reference: bool = True,
     ):
+        """`reference`: hold the frozen reference model and score batches with it; False when the
+        rollout actors score them (every batch then carries `ref_logprobs`)."""
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
         from transformers import AutoModelForCausalLM
@@ -52,8 +58,10 @@ class LearnerWorker:
         for layer in self.model.model.layers:
             fully_shard(layer, mesh=mesh)
         fully_shard(self.model, mesh=mesh)
-        self.reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-        self.reference.requires_grad_(False)
+        self.reference = None
+        if reference:
+            self.reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+            self.reference.requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
 
     def my_rows(self, n: int) -> np.ndarray:
@@ -72,6 +80,7 @@ class LearnerWorker:
             batch, rewards = batch.select(np.flatnonzero(keep)), rewards[keep]
         adv1, adv2 = advantages(rewards[:, 0], rewards[:, 1], batch.groups, objective)
         rows = self.my_rows(len(batch))
+        pairs = pair_count(adv2, objective)  # of the whole batch, not this rank's rows
 
         if objective.lr is not None:  # e.g. Stage II's own learning rate (score.stage2_lr)
             for group in self.optimizer.param_groups:
@@ -84,8 +93,7 @@ class LearnerWorker:
             tokens, lengths = torch.from_numpy(shard.tokens), torch.from_numpy(shard.lengths)
             segment = torch.from_numpy(shard.segment)
             logp = token_logprobs(self.model, tokens, lengths, self.temperature)
-            with torch.no_grad():
-                ref_logp = token_logprobs(self.reference, tokens, lengths, self.temperature)
+            ref_logp = self._reference_logprobs(shard, tokens, lengths)
             loss, part_stats = score_loss(
                 logp,
                 ref_logp,
@@ -95,6 +103,7 @@ class LearnerWorker:
                 objective,
                 total_traces=len(batch),
                 sample_logp=torch.from_numpy(shard.sample_logprobs),
+                total_pairs=pairs,
             )
             (loss * self.world_size).backward()  # gradients accumulate over the micro-batches
             for key, value in part_stats.items():
@@ -134,19 +143,22 @@ class LearnerWorker:
         }
 
     def _micro_batches(self, lengths: np.ndarray) -> list[np.ndarray]:
-        """This rank's rows in micro-batches of at most about `micro_batch_tokens` padded tokens:
-        sorted by length, so each pads only to its own longest row (as verl's dynamic batch size
-        does). Every rank runs the same number of them (FSDP's collectives need it)."""
+        """This rank's rows in micro-batches of at most about `micro_batch_tokens` padded tokens,
+        sorted by length. Every rank runs the same number of them (FSDP's collectives need it)."""
         if not self.micro_batch_tokens:
             return [np.arange(len(lengths))]
-        order = np.argsort(lengths, kind="stable")
-        count, rows, longest = 1, 0, 0
-        for length in lengths[order]:
-            if rows and (rows + 1) * max(longest, length) > self.micro_batch_tokens:
-                count, rows, longest = count + 1, 0, 0
-            rows, longest = rows + 1, max(longest, int(length))
-        count = int(self._reduce({"count": float(count)}, dist.ReduceOp.MAX)["count"])
-        return [part for part in np.array_split(order, min(count, len(order))) if len(part)]
+        count = micro_batch_count(lengths, self.micro_batch_tokens)
+        return micro_batches(lengths, int(self._reduce({"count": float(count)}, dist.ReduceOp.MAX)["count"]))
+
+    def _reference_logprobs(self, shard: TraceBatch, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """log π_ref of the shard's tokens: as the rollout actor scored them, or computed here."""
+        if shard.ref_logprobs is not None:
+            return torch.from_numpy(shard.ref_logprobs)
+        if self.reference is None:
+            raise ValueError("a batch without reference log-probs reached a learner that holds no reference model "
+                             "(cluster.reference_on=rollout: the rollout actors must score every training batch)")
+        with torch.no_grad():
+            return token_logprobs(self.reference, tokens, lengths, self.temperature)
 
     def _reduce(self, values: dict[str, float], op) -> dict[str, float]:
         """The values over all ranks (summed, or their maximum)."""
@@ -189,7 +201,7 @@ class LearnerWorker:
         state = self.full_state_dict()
         if state is None:
             return
-        model = AutoModelForCausalLM.from_config(self.reference.config)
+        model = AutoModelForCausalLM.from_config(self.model.config)
         model.load_state_dict(state)
         model.save_pretrained(out_dir)
 

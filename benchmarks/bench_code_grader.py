@@ -1,0 +1,117 @@
+"""HumanEval grading throughput: a sandbox per program (before) against warm sandboxes (now).
+
+Both paths grade the same canonical solutions in one run, side by side, with 1 and 2 grading
+threads (this machine has 2 cores):
+  one-shot  what the grader did before: graders/sandbox.py's run_python per program (bwrap and an
+            interpreter start-up each), the program running the problem's own check() and
+            printing a token;
+  warm      HumanEvalTask.grade now: a fork per program in a warm sandbox (graders/warm_sandbox.py),
+            check() in the grader, its calls answered by the program with plain data, in one reply
+            (the calls recorded from the canonical solutions first, once per process, untimed:
+            training grades each problem many times).
+Prints programs/s for each and the ratio, and the CPU time each program costs (the grader, the
+sandboxes and the programs together, from a cpuacct cgroup where there is one), which other work
+on a shared machine does not move.
+No pass/fail.
+
+    python benchmarks/bench_code_grader.py [--programs 164]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from graders.humaneval_task import HumanEvalTask  # noqa: E402
+from graders.sandbox import Limits, run_python  # noqa: E402
+
+
+def one_shot(task: HumanEvalTask, problem) -> str:
+    record = task._records[problem.id]
+    token = secrets.token_hex(16)
+    program = (record["prompt"] + problem.answer + f"\n\n{record['test']}\n\ncheck({record['entry_point']})\n"
+               f"print({token!r})\n")
+    result = run_python(program, Limits(wall_s=10, cpu_s=10, memory_mb=1024))
+    return "pass" if result.exit_code == 0 and result.output.rstrip().endswith(token) else result.output[-300:]
+
+
+def warm(task: HumanEvalTask, problem) -> str:
+    grade = task.grade(problem, problem.answer)
+    return "pass" if grade.status == "pass" else f"{problem.id}: {grade}"
+
+
+class CpuMeter:
+    """CPU time of this process and everything it starts, sandboxes and programs included, from a
+    cgroup v1 cpuacct group of its own (root only): a figure other work on a shared machine does not
+    move. None where there is no such group."""
+
+    def __init__(self):
+        self.group = Path(f"/sys/fs/cgroup/cpuacct/score-bench-{os.getpid()}")
+        try:
+            self.group.mkdir()
+            (self.group / "cgroup.procs").write_text(str(os.getpid()))
+        except OSError:
+            self.group = None
+
+    def seconds(self) -> float | None:
+        return None if self.group is None else int((self.group / "cpuacct.usage").read_text()) / 1e9
+
+    def close(self) -> None:
+        if self.group is not None:
+            (self.group.parent / "cgroup.procs").write_text(str(os.getpid()))
+            time.sleep(0.5)  # the last sandboxes' processes are gone
+            try:
+                self.group.rmdir()
+            except OSError:
+                pass
+
+
+def rate(grade, task: HumanEvalTask, problems: list, threads: int, meter: CpuMeter) -> tuple[float, float | None]:
+    """(programs per second, CPU milliseconds per program or None)"""
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda p: grade(task, p), problems[:threads]))  # warm sandboxes up, one per thread
+        cpu, start = meter.seconds(), time.perf_counter()
+        passed = list(pool.map(lambda p: grade(task, p), problems))
+        seconds = time.perf_counter() - start
+        for sandbox in list(task.pool._idle):
+            sandbox.settle()  # the last clean-up counted too
+        cpu = None if cpu is None else 1000 * (meter.seconds() - cpu) / len(problems)
+    failed = [p for p in passed if p != "pass"]
+    assert not failed, f"canonical solutions failed: {failed}"
+    return len(problems) / seconds, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--programs", type=int, default=164)
+    args = parser.parse_args()
+    meter = CpuMeter()
+    task = HumanEvalTask()
+    problems = [task.problem(f"HumanEval/{i % 164}") for i in range(args.programs)]
+    print(f"\nHumanEval canonical solutions graded per second ({args.programs} programs, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f})")
+    start = time.perf_counter()
+    rate(warm, task, problems, 2, meter)  # records check()'s calls per problem: once per process
+    print(f"(recording check()'s calls of {len({p.id for p in problems})} canonical solutions, once: "
+          f"{time.perf_counter() - start:.1f} s)")
+    print(f"{'':>7} {'programs/s':^27} {'CPU ms per program':^27}")
+    print(f"{'threads':>7} {'one-shot':>9} {'warm':>9} {'ratio':>7}  {'one-shot':>9} {'warm':>9} {'ratio':>7}")
+    for threads in (1, 2):
+        before, before_cpu = rate(one_shot, task, problems, threads, meter)
+        after, after_cpu = rate(warm, task, problems, threads, meter)
+        cpu = (f"{before_cpu:9.1f} {after_cpu:9.1f} {before_cpu / after_cpu:6.1f}x" if after_cpu
+               else f"{'n/a (no cpuacct cgroup)':>27}")
+        print(f"{threads:>7} {before:9.1f} {after:9.1f} {after / before:6.1f}x  {cpu}")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    task.pool.close()
+    meter.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,349 @@
+"""Inside a warm sandbox: fork a fresh, limited child per graded program and relay its answers.
+
+graders/warm_sandbox.py starts this file's text once per sandbox (`python -I -S -B -c`, inside
+bwrap) and then sends it programs, so a program costs a fork instead of a sandbox and an
+interpreter start-up. Standard library only; the modules it needs (graders/sandbox_seccomp.py,
+graders/plain_data.py, graders/sandbox_bootstrap.py) arrive as text in the first message.
+
+Frames both ways are a 4-byte big-endian length and a body. The grader sends JSON requests:
+  {"op": "start", "source", "calls"}
+  {"op": "call", "name", "args", "kwargs"}   (args, kwargs: graders/plain_data.py encodings)
+"calls" (or null) lists calls, {"name", "args", "kwargs"} each, to answer all at once once the
+program has loaded: one reply {"results": [{"value"} or {"raised"}, ...]} instead of {"loaded"}.
+  {"op": "end"}
+and reads back one frame per request: b"C" + the child's own reply, passed through unread and at
+most `max_reply` bytes (its only words, which the grader decodes as untrusted plain data), or
+b"S" + this server's JSON ({"exit": ...}, {"timeout": true}, {"too_big": n}, {"end": ...}).
+
+What the child cannot touch: this process is not dumpable (no /proc/<pid>/mem or fd/ for the
+same uid), the child's seccomp filter lets it signal or ptrace no one but itself, and its only
+descriptors are its request and reply pipes and its output file. After every program the child
+and anything left in the pid namespace are killed and the scratch directories emptied.
+"""
+import ctypes
+import fcntl
+import gc
+import json
+import os
+import select
+import signal
+import stat
+import struct
+import sys
+import time
+import types
+
+_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4
+_OUTPUT_KEEP = 2048
+_REQ_FD, _REP_FD = 3, 4  # the child's two pipe ends
+# A child that could not be limited exits with this before any program runs: no verdict. (A program
+# can fake it, and gain only that: a grade that is no verdict is no reward either.)
+SETUP_FAILED_EXIT, SETUP_FAILED_MARK = 70, "sandbox: child setup failed"
+
+
+def read_frame(fd: int, limit: int, deadline: float | None = None):
+    """The next frame's body; None at EOF; "timeout" past the deadline; ("too_big", n) past limit."""
+    head = _read_exact(fd, 4, deadline)
+    if head is None or head == "timeout":
+        return head
+    size = struct.unpack(">I", head)[0]
+    if size > limit:
+        return ("too_big", size)
+    return _read_exact(fd, size, deadline)
+
+
+def _read_exact(fd: int, n: int, deadline):
+    data = bytearray()
+    while len(data) < n:
+        if deadline is not None:
+            # Past the deadline, what is already there is still read: only waiting is over.
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                return "timeout"
+        chunk = os.read(fd, n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return bytes(data)
+
+
+def write_frame(fd: int, body: bytes) -> None:
+    data = memoryview(struct.pack(">I", len(body)) + body)
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def main() -> None:
+    libc = ctypes.CDLL(None)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the grader gone, nobody is listening
+    libc.prctl(_PR_SET_DUMPABLE, 0)
+    init = json.loads(read_frame(0, 1 << 24))
+    modules = {}
+    for name, text in init["modules"].items():
+        modules[name] = types.ModuleType(name)
+        exec(compile(text, name + ".py", "exec"), modules[name].__dict__)
+    server = Server(init, modules)
+    # What programs commonly import, imported once here: a forked child has it for nothing.
+    for name in ("typing", "math", "re", "collections", "itertools", "functools", "string", "hashlib"):
+        __import__(name)
+    # Every object so far to the permanent generation: a child's collections never walk (and so
+    # never copy-on-write) the pages the server's objects live on (the gc.freeze docs' fork advice).
+    gc.freeze()
+    write_frame(1, b"S" + json.dumps({"ready": os.getpid()}).encode())
+    while (request := read_frame(0, 1 << 24)) is not None:
+        server.start(json.loads(request))
+
+
+class Server:
+    def __init__(self, init: dict, modules: dict):
+        self.home = init["home"]
+        self.scratch = init["scratch"]
+        self.max_reply = init["max_reply"]
+        self.output = init["output"]  # the child's stdout and stderr, bounded by RLIMIT_FSIZE
+        self.pid_namespace = init["pid_namespace"]  # only there is every other process a program's
+        self.modules = modules
+        self.limits = init["limits"]  # wall_s, cpu_s, memory_bytes, file_bytes, processes, guard
+        self.spare = None  # (pid, request pipe, reply pipe) of a child set up ahead of its program
+        self.cgroup_fd = init["cgroup_fd"]  # the program memory cgroup's cgroup.procs, or None
+
+    def start(self, start: dict) -> None:
+        """One program, from its start to the grader's "end" (or this server's EOF)."""
+        deadline = time.monotonic() + self.limits["wall_s"]
+        pid, req_w, rep_r = self.spare or self._fork()
+        self.spare = None
+        try:
+            write_frame(req_w, json.dumps({"source": start["source"], "calls": start["calls"]}).encode())
+        except BrokenPipeError:
+            pass  # its set-up failed; _relay sees EOF and says how
+        alive = self._relay(pid, rep_r, deadline)
+        while (request := read_frame(0, 1 << 24)) is not None:
+            if json.loads(request)["op"] == "end":
+                break
+            if not alive:  # the grader asked again after an ending reply: tell it again
+                write_frame(1, b"S" + json.dumps({"gone": True}).encode())
+                continue
+            try:
+                write_frame(req_w, request)
+            except BrokenPipeError:
+                pass  # it died; _relay sees EOF and says how
+            alive = self._relay(pid, rep_r, deadline)
+        status = self._finish(pid)
+        os.close(req_w)
+        os.close(rep_r)
+        write_frame(1, b"S" + json.dumps({"end": status, "output": self._output()}).encode())
+        self._wipe()
+        if request is None:
+            sys.exit(0)
+        self.spare = self._fork()  # the next program's child, set up while the grader is busy
+
+    def _fork(self) -> tuple[int, int, int]:
+        """A child, limited and filtered, waiting on its request pipe for a program: (pid, request
+        pipe, reply pipe)."""
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            self._child(req_r, rep_w)  # never returns
+        os.close(req_r)
+        os.close(rep_w)
+        return pid, req_w, rep_r
+
+    def _relay(self, pid: int, rep_r: int, deadline: float) -> bool:
+        """Pass the child's next reply on; False when there will be no more (and say why)."""
+        reply = read_frame(rep_r, self.max_reply, deadline)
+        if isinstance(reply, bytes):
+            write_frame(1, b"C" + reply)
+            return True
+        if reply == "timeout":
+            message = {"timeout": True}
+        elif reply is None:  # it closed its reply pipe: exiting, usually; wait that out to the deadline
+            message = {"exit": _reap(pid, deadline)}
+        else:
+            message = {"too_big": reply[1]}
+        _quiet(os.kill, pid, signal.SIGKILL)
+        write_frame(1, b"S" + json.dumps(message).encode())
+        return False
+
+    def _finish(self, pid: int):
+        _quiet(os.kill, pid, signal.SIGKILL)
+        # The child cannot fork, but if anything else lives in this pid namespace beside bwrap's
+        # init (pid 1) and this server, it is left over from a program: end it.
+        for entry in os.listdir("/proc") if self.pid_namespace else ():
+            if entry.isdigit() and int(entry) not in (1, os.getpid(), pid):
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except OSError:
+                    pass
+        try:
+            return _describe(os.waitpid(pid, 0)[1])
+        except ChildProcessError:  # already reaped by _relay
+            return None
+
+    def _output(self) -> str:
+        try:
+            # The program may have put something else in its place: a link (to a device, to this
+            # server's /proc) is not followed, and only a regular file is read.
+            fd = os.open(self.output, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with open(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return ""
+                size = os.fstat(fd).st_size
+                head = f.read(_OUTPUT_KEEP)
+                if size > 2 * _OUTPUT_KEEP:
+                    f.seek(size - _OUTPUT_KEEP)
+                    head += f"\n[... {size - 2 * _OUTPUT_KEEP} bytes of output cut ...]\n".encode()
+                head += f.read(_OUTPUT_KEEP)
+            return head.decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _wipe(self) -> None:
+        for top in self.scratch:
+            for root, dirs, files in os.walk(top, topdown=False):
+                for name in files + dirs:
+                    path = os.path.join(root, name)
+                    try:
+                        if os.path.isdir(path) and not os.path.islink(path):
+                            os.rmdir(path)
+                        else:
+                            os.unlink(path)
+                    except OSError:
+                        pass
+            # A directory the program made unreadable or unwritable: open it up and go again.
+            if os.listdir(top):
+                for root, dirs, _ in os.walk(top):
+                    for name in dirs:
+                        try:
+                            os.chmod(os.path.join(root, name), 0o700)
+                        except OSError:
+                            pass
+                for root, dirs, files in os.walk(top, topdown=False):
+                    for name in files:
+                        _quiet(os.unlink, os.path.join(root, name))
+                    for name in dirs:
+                        _quiet(os.rmdir, os.path.join(root, name))
+
+    def _child(self, req_r: int, rep_w: int) -> None:
+        try:
+            self._child_setup(self.limits, req_r, rep_w)
+        except BaseException as exc:  # noqa: BLE001 - the program must not run unconfined
+            _quiet(os.write, 2, f"{SETUP_FAILED_MARK}: {exc!r}\n".encode())
+            os._exit(SETUP_FAILED_EXIT)
+        start = read_frame(_REQ_FD, 1 << 26)
+        if start is None:  # the server is going away
+            os._exit(0)
+        start = json.loads(start)
+        _serve(start["source"], start["calls"], self.modules)
+
+    def _child_setup(self, start: dict, req_r: int, rep_w: int) -> None:
+        import resource
+        os.setsid()
+        if self.cgroup_fd is not None:  # into the program's own memory cgroup, then let go of it
+            os.write(self.cgroup_fd, b"0")
+            os.close(self.cgroup_fd)
+        out = os.open(self.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        null = os.open("/dev/null", os.O_RDONLY)
+        # Out of the way first (a source may sit on another's target), then into place.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in (null, out, out, req_r, rep_w)]
+        for fd, target in zip(high, (0, 1, 2, _REQ_FD, _REP_FD)):
+            os.dup2(fd, target, inheritable=target < 3)
+        os.closerange(_REP_FD + 1, 1 << 16)  # the grader's pipes above all
+        cpu = start["cpu_s"]
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU, then SIGKILL
+        resource.setrlimit(resource.RLIMIT_AS, (start["memory_bytes"],) * 2)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (start["file_bytes"],) * 2)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
+        if start["processes"] > 0:
+            resource.setrlimit(resource.RLIMIT_NPROC, (start["processes"],) * 2)
+        self.modules["sandbox_seccomp"].install(os.getpid())
+        os.chdir(self.home)
+        sys.argv = ["program.py"]
+        if start["guard"]:
+            self.modules["sandbox_bootstrap"]._install_guard()
+
+
+def _serve(source: str, calls: list | None, modules: dict) -> None:
+    """The program's side: run it, then answer calls to its functions with plain data."""
+    plain = modules["plain_data"]
+    write, dumps, loads, flush = os.write, json.dumps, json.loads, _flush  # bound before the program runs
+
+    def reply(message: dict) -> None:
+        flush()
+        try:
+            body = dumps(message, separators=(",", ":")).encode()
+        except BaseException as exc:  # noqa: BLE001
+            body = dumps({"raised": f"{type(exc).__name__}: {exc}"[:500]}).encode()
+        data = memoryview(struct.pack(">I", len(body)) + body)
+        while data:
+            data = data[write(_REP_FD, data):]
+
+    namespace = {"__name__": "__main__"}
+
+    def answer(call: dict) -> dict:
+        try:
+            function = namespace[call["name"]]
+            value = function(*plain.decode(call["args"]), **plain.decode(call["kwargs"]))
+            return {"value": plain.encode(value)}
+        except BaseException as exc:  # noqa: BLE001
+            return {"raised": _exception(exc)}
+
+    try:
+        exec(compile(source, "program.py", "exec"), namespace)
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and all: the program's failure
+        reply({"raised": _exception(exc)})
+        os._exit(0)
+    # Calls known in advance are answered together, in one reply: one round trip per program. Up to
+    # the first exception, as a test would stop there.
+    if calls is None:
+        reply({"loaded": True})
+    else:
+        results = []
+        for call in calls:
+            results.append(answer(call))
+            if "raised" in results[-1]:
+                break
+        reply({"results": results})
+    while (request := read_frame(_REQ_FD, 1 << 24)) is not None:
+        reply(answer(loads(request)))
+    os._exit(0)
+
+
+def _exception(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"[:500]
+    except BaseException:  # noqa: BLE001 - a __str__ that raises
+        return "an exception that cannot be shown"
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001
+            pass
+
+
+def _reap(pid: int, deadline: float):
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return _describe(status)
+        time.sleep(0.001)
+    return None  # still running at the deadline; killed by the caller
+
+
+def _describe(status: int):
+    """An exit code, or -N for death by signal N (Popen's convention)."""
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def _quiet(fn, *args) -> None:
+    try:
+        fn(*args)
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    main()

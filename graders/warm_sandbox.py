@@ -1,0 +1,323 @@
+"""Warm sandboxes: one bwrap and one interpreter start-up for many graded programs.
+
+A WarmSandbox is graders/sandbox.py's sandbox (bwrap namespaces, a uid of its own when the grader
+is root, read-only file system, sized tmpfs for /tmp, /dev/shm and the working directory) holding
+graders/sandbox_server.py, which forks a fresh child per program with its own rlimits, seccomp
+filter (graders/sandbox_seccomp.py) and audit-hook guard. Around the whole sandbox, where the
+machine allows one, a memory and pids cgroup (graders/cgroup.py); where it does not, `unbounded`
+names what is missing and every grade says so.
+
+A program answers calls of its functions on plain data with plain data (graders/plain_data.py),
+so the grader, not the program, decides what the answers mean: calls known in advance all at
+once, as soon as it has loaded (`WarmSandbox.program(source, calls)`, `Program.wait_loaded`), others
+one round trip each (`Program.call`). What can go wrong is told apart:
+  ProgramRaised   the program raised (an Exception, so a test may expect one);
+  ProgramStopped  it stopped answering: its deadline, its exit, an oversized or malformed reply;
+  SandboxError    the sandbox itself failed (crash, protocol, the grader's own deadline): no verdict.
+The last two are BaseExceptions, so a test's `except Exception` cannot swallow them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from graders import plain_data
+from graders.cgroup import SandboxCgroup
+from graders.sandbox import Limits, _bwrap_args, _HOME, _next_run_uid, _sandbox_python, bwrap_works
+from graders.sandbox_server import read_frame, write_frame
+
+_HERE = Path(__file__).parent
+_SERVER = (_HERE / "sandbox_server.py").read_text()
+_MODULES = {name: (_HERE / f"{name}.py").read_text() for name in ("sandbox_seccomp", "plain_data", "sandbox_bootstrap")}
+_START_S = 15.0  # a sandbox that is not ready by then is broken
+GRACE_S = 5.0  # past a program's own deadline, how long the grader waits for the server's word
+MAX_REPLY = 1 << 20  # bytes in one answer of a program
+# bwrap's --die-with-parent is PR_SET_PDEATHSIG, which fires when the *thread* that started it
+# ends: a grading thread of a short-lived pool would take its warm sandbox with it. One thread that
+# lives as long as the grader starts them all.
+_SPAWNER = ThreadPoolExecutor(1, thread_name_prefix="sandbox-spawner")
+
+
+class ProgramRaised(Exception):
+    pass
+
+
+class ProgramStopped(BaseException):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail  # reason: timeout, exit, too_big, bad_reply
+
+
+class SandboxError(BaseException):
+    pass
+
+
+@dataclass(frozen=True)
+class ProgramEnd:
+    exit_code: int | None  # negative: killed by that signal; None: killed by the server
+    output: str  # the program's stdout and stderr: head and tail
+    oom_killed: bool  # the memory cgroup's OOM killer ended it
+
+
+class WarmSandbox:
+    def __init__(self, limits: Limits = Limits(), isolation: str = "auto", guard: bool = True, grace_s: float = GRACE_S):
+        if isolation == "auto":
+            isolation = "bwrap" if bwrap_works() else "fallback"
+        if isolation not in ("bwrap", "fallback"):
+            raise ValueError(f"isolation must be auto, bwrap or fallback, got {isolation!r}")
+        self.limits, self.isolation, self.guard, self.grace_s = limits, isolation, guard, grace_s
+        self.broken = False
+        self._ending: float | None = None  # a program's deadline, while its end is not yet read
+        self.uid = _next_run_uid()
+        self.cgroup = SandboxCgroup.create(limits.memory_mb, limits.processes)
+        self.unbounded = "" if self.cgroup else "no memory/pids cgroup here: RLIMIT_AS, sized tmpfs and seccomp only"
+        self.workdir = None if isolation == "bwrap" else tempfile.mkdtemp(prefix="sandbox-")
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
+        python = [_sandbox_python(), "-I", "-S", "-B", "-c", _SERVER]
+        if self.isolation == "bwrap":
+            argv, cwd, env = _bwrap_args(self.limits) + python, None, {}
+            home, scratch, output = _HOME, [_HOME, "/tmp", "/dev/shm"], "/tmp/.program-output"
+        else:
+            home = os.path.join(self.workdir, "home")
+            os.mkdir(home)
+            argv, cwd, env = python, self.workdir, {"HOME": home, "TMPDIR": home}
+            scratch, output = [home], os.path.join(self.workdir, "output")
+            if self.uid is not None:
+                for path in (self.workdir, home):
+                    os.chown(path, self.uid, self.uid)
+        ids = {} if self.uid is None else {"user": self.uid, "group": self.uid, "extra_groups": []}
+        procs_fd = self.cgroup.program_procs_fd() if self.cgroup else None
+        try:
+            self.proc = _SPAWNER.submit(
+                subprocess.Popen, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                cwd=cwd, env=env, start_new_session=True, pass_fds=() if procs_fd is None else (procs_fd,), **ids,
+            ).result()
+        finally:
+            if procs_fd is not None:
+                os.close(procs_fd)
+        self._send({"modules": _MODULES, "home": home, "scratch": scratch, "output": output, "max_reply": MAX_REPLY,
+                    "pid_namespace": self.isolation == "bwrap", "cgroup_fd": procs_fd,
+                    "limits": {"wall_s": self.limits.wall_s, "cpu_s": self.limits.cpu_s,
+                               "memory_bytes": self.limits.memory_mb << 20, "file_bytes": self.limits.file_mb << 20,
+                               "processes": self.limits.processes if self.uid is not None else 0,
+                               "guard": self.guard}})
+        ready = self._receive(time.monotonic() + _START_S)
+        if ready[0] != "S" or "ready" not in ready[1]:
+            raise SandboxError(f"sandbox did not start: {ready!r}"[:300])
+        if self.cgroup is not None:  # nothing has forked a program yet: the tree is complete
+            for pid in _tree(self.proc.pid):
+                self.cgroup.add(pid)
+
+    def program(self, source: str, calls: list[dict] | None = None) -> Program:
+        """Start a program; `calls` (from `encode_call`), if known in advance, are answered as soon as it
+        has loaded, all in one reply (see wait_loaded)."""
+        self.settle()
+        return Program(self, source, calls)
+
+    def settle(self) -> None:
+        """Wait for the last program's clean-up, if the grader did not; SandboxError if it failed."""
+        if self.broken:
+            raise SandboxError("sandbox already failed")
+        if self._ending is not None:
+            deadline, self._ending = self._ending, None
+            self._ended(deadline)
+
+    def _ended(self, deadline: float) -> dict:
+        kind, message = self._receive(deadline + self.grace_s)
+        if kind != "S" or "end" not in message:
+            self.broken = True
+            raise SandboxError("the sandbox's server did not end the program")
+        return message
+
+    def close(self) -> None:
+        self.broken = True
+        proc = getattr(self, "proc", None)
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if self.uid is not None:  # anything that left the group: every process of this uid
+                subprocess.run(["kill", "-KILL", "-1"], user=self.uid, group=self.uid, extra_groups=[], env={},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc.wait()
+            proc.stdin.close()
+            proc.stdout.close()
+            self.proc = None
+        if self.cgroup is not None:
+            deadline = time.monotonic() + 2
+            while self.cgroup.processes() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.cgroup.remove()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _send(self, message: dict) -> None:
+        try:
+            write_frame(self.proc.stdin.fileno(), json.dumps(message).encode())
+        except OSError as exc:
+            self.broken = True
+            raise SandboxError(f"sandbox gone: {exc}") from None
+
+    def _receive(self, deadline: float) -> tuple[str, object]:
+        """("C", the child's raw reply) or ("S", the server's message); SandboxError if neither comes."""
+        frame = read_frame(self.proc.stdout.fileno(), MAX_REPLY + 1, deadline)
+        if not isinstance(frame, bytes) or not frame:
+            self.broken = True
+            what = {None: "the sandbox exited", "timeout": "the sandbox did not answer in time"}.get(frame, "bad frame")
+            raise SandboxError(what)
+        if frame[:1] == b"C":
+            return "C", frame[1:]
+        try:
+            return "S", json.loads(frame[1:])
+        except ValueError:
+            self.broken = True
+            raise SandboxError("the sandbox's server sent garbage") from None
+
+
+class Program:
+    """One program's run in a warm sandbox, from its first line to `end()`."""
+
+    def __init__(self, sandbox: WarmSandbox, source: str, calls: list[dict] | None = None):
+        self.sandbox = sandbox
+        limits = sandbox.limits
+        self.oom_before = sandbox.cgroup.oom_kills() if sandbox.cgroup else 0
+        self.deadline = time.monotonic() + limits.wall_s
+        self.stopped: ProgramStopped | None = None
+        self.exit_code: int | None = None  # set when the program exits before its end
+        sandbox._send({"op": "start", "source": source, "calls": calls})
+
+    def wait_loaded(self) -> list | None:
+        """Returns once the program's top level has run (its functions exist), with the answers to
+        the calls given in advance (each a value, or a ProgramRaised to raise); raises as `call` does."""
+        return self._answer(loading=True)
+
+    def call(self, name: str, *args, **kwargs):
+        """What the program's function `name` returns on these (plain) arguments, as plain data."""
+        if self.stopped is not None:
+            raise self.stopped
+        self.sandbox._send({"op": "call", **encode_call(name, args, kwargs)})
+        return self._answer()
+
+    def end(self, wait: bool = True) -> ProgramEnd | None:
+        """Kill the program and clean up after it. wait=False: the grader needs nothing more from it,
+        so the sandbox's server cleans up while the grader goes on, and the sandbox's next program
+        (or `settle`) collects its word."""
+        self.sandbox._send({"op": "end"})
+        if not wait:
+            self.sandbox._ending = self.deadline
+            return None
+        message = self.sandbox._ended(self.deadline)
+        cgroup = self.sandbox.cgroup
+        oom = cgroup is not None and cgroup.oom_kills() > self.oom_before
+        exit_code = self.exit_code if self.exit_code is not None else message["end"]
+        return ProgramEnd(exit_code, message["output"], oom)
+
+    def _answer(self, loading: bool = False):
+        kind, message = self.sandbox._receive(self.deadline + self.sandbox.grace_s)
+        if kind == "S":
+            if "timeout" in message or message.get("exit", 0) is None:
+                self.stopped = ProgramStopped("timeout")
+            elif "exit" in message:
+                self.exit_code = message["exit"]
+                self.stopped = ProgramStopped("exit", f"exit code {message['exit']}")
+            else:
+                self.stopped = ProgramStopped("too_big", f"an answer of {message.get('too_big')} bytes")
+            raise self.stopped
+        try:
+            reply = json.loads(message)
+            if type(reply) is not dict or len(reply) != 1:
+                raise ValueError("not one key")
+            (key, body), = reply.items()
+            if key == "loaded" and body is True:
+                return None
+            if key == "results" and type(body) is list:
+                return [_result(entry) for entry in body]
+            if loading and key == "value":
+                raise ValueError("a value before any call")
+            result = _result(reply)
+            if isinstance(result, ProgramRaised):
+                raise result
+            return result
+        except (RecursionError, TypeError, ValueError) as exc:
+            self.stopped = ProgramStopped("bad_reply", f"{type(exc).__name__}: {exc}"[:200])
+            raise self.stopped from None
+
+
+class SandboxPool:
+    """Warm sandboxes for concurrent graders: one per thread grading at once, started lazily."""
+
+    def __init__(self, limits: Limits = Limits(), isolation: str = "auto", grace_s: float = GRACE_S):
+        self.limits, self.isolation, self.grace_s = limits, isolation, grace_s
+        self._idle: list[WarmSandbox] = []
+        self._lock = threading.Lock()
+        # Closed when the pool is collected or the interpreter exits, so no cgroup is left behind.
+        weakref.finalize(self, _close_all, self._idle)
+
+    def acquire(self) -> WarmSandbox:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return WarmSandbox(self.limits, self.isolation, grace_s=self.grace_s)
+
+    def release(self, sandbox: WarmSandbox) -> None:
+        if sandbox.broken:
+            sandbox.close()
+            return
+        with self._lock:
+            self._idle.append(sandbox)
+
+    def close(self) -> None:
+        with self._lock:
+            _close_all(self._idle)
+
+
+def _close_all(sandboxes: list[WarmSandbox]) -> None:
+    while sandboxes:
+        sandboxes.pop().close()
+
+
+def encode_call(name: str, args: tuple | list, kwargs: dict) -> dict:
+    """A call of the program's function `name` as it travels: TypeError if an argument is not plain data."""
+    return {"name": name, "args": plain_data.encode(list(args)), "kwargs": plain_data.encode(kwargs)}
+
+
+def _result(reply) -> object:
+    """The value of one answer, or the ProgramRaised it stands for; ValueError if it is neither."""
+    if type(reply) is dict and len(reply) == 1:
+        (key, body), = reply.items()
+        if key == "value":
+            return plain_data.decode(body)
+        if key == "raised" and type(body) is str:
+            return ProgramRaised(body)
+    raise ValueError(f"not an answer: {str(reply)[:100]}")
+
+
+def _tree(pid: int) -> list[int]:
+    """pid and all its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return found

@@ -1,0 +1,101 @@
+"""The warm sandbox's parts: plain data across the wall, the seccomp filter, answers in advance."""
+import math
+import os
+import platform
+import threading
+
+import pytest
+
+from graders import plain_data
+from graders.humaneval_task import _Replay
+from graders.sandbox import Limits, bwrap_works
+from graders.warm_sandbox import ProgramRaised, WarmSandbox, encode_call
+
+needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bwrap missing or unusable here")
+
+
+def test_plain_data_round_trips_builtins_exactly():
+    values = [None, True, 0, -(10 ** 30), 1.5, -0.0, math.inf, "é", b"\x00\xff", 1 + 2j, [1, (2, 3)],
+              (), {1: "a", (2, 3): [4]}, {1, 2}, frozenset({"x"}), {"dict": 1}, [[[]]]]
+    for value in values:
+        back = plain_data.loads(plain_data.dumps(value))
+        assert back == value and type(back) is type(value) and repr(back) == repr(value)
+    assert plain_data.loads(plain_data.dumps(True)) is True  # not 1
+
+
+@pytest.mark.parametrize("value", [object(), type("Int", (int,), {})(3), type("L", (list,), {})(), print, range(3)])
+def test_plain_data_refuses_anything_else(value):
+    with pytest.raises(TypeError, match="not plain data"):
+        plain_data.dumps(value)
+
+
+@pytest.mark.parametrize("text", [b'{"tuple": 1}', b'{"set": [[1]]}', b'{"a": 1, "b": 2}', b'{"dict": [[1]]}',
+                                  b"[" * 100_000 + b"]" * 100_000, b"1" * 5000, b"not json"])
+def test_plain_data_decoding_trusts_nothing(text):
+    with pytest.raises(ValueError):
+        plain_data.loads(text)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the filter is built for x86_64")
+def test_seccomp_denies_processes_and_others_but_not_threads_or_self():
+    from graders import sandbox_seccomp
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports one character per check
+        os.close(read)
+        sandbox_seccomp.install(os.getpid())
+        out = []
+        for attempt in (os.fork, lambda: os.memfd_create("x"), lambda: os.kill(os.getppid(), 0),
+                        lambda: os.execv("/bin/true", ["true"])):
+            try:
+                attempt()
+                out.append("allowed")
+            except PermissionError:
+                out.append("denied")
+        thread = threading.Thread(target=lambda: out.append("thread"))
+        thread.start()
+        thread.join()
+        os.kill(os.getpid(), 0)
+        os.write(write, ",".join(out).encode())
+        os._exit(0)
+    os.close(write)
+    report = os.read(read, 1000).decode()
+    os.waitpid(pid, 0)
+    assert report == "denied,denied,denied,denied,thread"
+
+
+@needs_bwrap
+def test_answers_given_in_advance_then_live_calls_off_the_script():
+    sandbox = WarmSandbox(Limits(wall_s=5, cpu_s=5, memory_mb=256), "bwrap")
+    try:
+        script = [encode_call("f", (1,), {}), encode_call("f", (2,), {})]
+        run = sandbox.program("calls = []\ndef f(x):\n    calls.append(x)\n    if x == 2:\n"
+                              "        raise ValueError(calls)\n    return x * 10\n", script)
+        results = run.wait_loaded()
+        assert results[0] == 10 and isinstance(results[1], ProgramRaised) and "[1, 2]" in str(results[1])
+        candidate = _Replay(run, "f", script, results)
+        assert candidate(1) == 10
+        assert candidate(3) == 30  # off the script: a live call, into the same process
+        assert run.call("f", 4) == 40
+        with pytest.raises(ProgramRaised, match=r"\[1, 2, 3, 4, 2\]"):
+            candidate(2)  # past the script's place now: live as well
+        run.end()
+    finally:
+        sandbox.close()
+
+
+@needs_bwrap
+def test_a_warm_sandbox_outlives_the_thread_that_started_it():
+    # bwrap --die-with-parent follows the thread that started it; a pool thread that ends must not
+    # take the sandbox with it.
+    made = []
+    starter = threading.Thread(target=lambda: made.append(WarmSandbox(Limits(wall_s=5, cpu_s=5, memory_mb=256), "bwrap")))
+    starter.start()
+    starter.join()
+    (sandbox,) = made
+    try:
+        run = sandbox.program("def f():\n    return 'alive'\n", [encode_call("f", (), {})])
+        assert run.wait_loaded() == ["alive"]
+        run.end()
+    finally:
+        sandbox.close()
