@@ -21,8 +21,8 @@ the standard library and nothing else.
 """
 from __future__ import annotations
 
+import collections
 import functools
-import itertools
 import os
 import select
 import shutil
@@ -31,6 +31,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +41,8 @@ from graders.sandbox_bootstrap import VIOLATION_EXIT
 _BOOTSTRAP = (Path(__file__).parent / "sandbox_bootstrap.py").read_text()
 _HOME = "/sandbox"  # the program's working directory inside bwrap
 _TAIL_BYTES = 2048  # kept past the output cap: a verdict or traceback is printed last
-# Per-run uids: unique among live runs on this machine (pid of the grader, then a counter),
-# above any real account and below 2**31.
-_RUN_UID_BASE = 1 << 30
-_run_counter = itertools.count()
+_RUN_UID_BASE = 1 << 30  # per-run uids lie above any real account and below 2**31
+_UIDS_PER_PROCESS = 256
 
 
 @dataclass(frozen=True)
@@ -72,13 +71,14 @@ def run_python(source: str, limits: Limits = Limits(), isolation: str = "auto", 
         isolation = "bwrap" if bwrap_works() else "fallback"
     if isolation not in ("bwrap", "fallback"):
         raise ValueError(f"isolation must be auto, bwrap or fallback, got {isolation!r}")
-    uid = _next_run_uid()
+    uid = RUN_UIDS.acquire()
     workdir = None if isolation == "bwrap" else tempfile.mkdtemp(prefix="sandbox-")
     try:
         if workdir is not None and uid is not None:
             os.chown(workdir, uid, uid)
         return _run(source, limits, isolation, guard, uid, workdir)
     finally:
+        RUN_UIDS.release(uid)  # _run killed every process of it
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -88,8 +88,11 @@ def bwrap_works() -> bool:
     """True when bwrap is installed and can make its namespaces here (as the sandbox's uid)."""
     if shutil.which("bwrap") is None:
         return False
-    result = _run("pass", Limits(wall_s=10), "bwrap", False, _next_run_uid(), None)
-    return result.exit_code == 0
+    uid = RUN_UIDS.acquire()
+    try:
+        return _run("pass", Limits(wall_s=10), "bwrap", False, uid, None).exit_code == 0
+    finally:
+        RUN_UIDS.release(uid)
 
 
 def _run(source: str, limits: Limits, isolation: str, guard: bool, uid: int | None, workdir: str | None) -> RunResult:
@@ -215,10 +218,33 @@ def _violation(output: str) -> str:
     return output[at + len(marker):].split("\n", 1)[0] if at >= 0 else "unknown operation"
 
 
-def _next_run_uid() -> int | None:
-    if os.geteuid() != 0:
-        return None
-    return _RUN_UID_BASE + (os.getpid() % (1 << 22)) * 256 + next(_run_counter) % 256
+class RunUids:
+    """The uids of live runs, when the grader is root (None otherwise). A grader process owns a
+    block of 256 (chosen by its pid, so no two processes share one); a uid is handed out again
+    only after `release`, once every process of its run is dead, and least recently used first.
+    Closing a run kills every process of its uid (`kill -KILL -1` as that uid): a uid shared by
+    two live runs would let one run's end kill the other."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._free = collections.deque(range(_UIDS_PER_PROCESS))
+
+    def acquire(self) -> int | None:
+        if os.geteuid() != 0:
+            return None
+        with self._lock:
+            if not self._free:
+                raise RuntimeError(f"more than {_UIDS_PER_PROCESS} sandboxes open at once in one grader process")
+            slot = self._free.popleft()
+        return _RUN_UID_BASE + (os.getpid() % (1 << 22)) * _UIDS_PER_PROCESS + slot
+
+    def release(self, uid: int | None) -> None:
+        if uid is not None:
+            with self._lock:
+                self._free.append((uid - _RUN_UID_BASE) % _UIDS_PER_PROCESS)
+
+
+RUN_UIDS = RunUids()
 
 
 @functools.cache

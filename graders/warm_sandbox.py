@@ -33,7 +33,7 @@ from pathlib import Path
 
 from graders import plain_data
 from graders.cgroup import SandboxCgroup
-from graders.sandbox import Limits, _bwrap_args, _HOME, _next_run_uid, _sandbox_python, bwrap_works
+from graders.sandbox import RUN_UIDS, Limits, _bwrap_args, _HOME, _sandbox_python, bwrap_works
 from graders.sandbox_server import read_frame, write_frame
 
 _HERE = Path(__file__).parent
@@ -78,7 +78,7 @@ class WarmSandbox:
         self.limits, self.isolation, self.guard, self.grace_s = limits, isolation, guard, grace_s
         self.broken = False
         self._ending: float | None = None  # a program's deadline, while its end is not yet read
-        self.uid = _next_run_uid()
+        self.uid = RUN_UIDS.acquire()
         self.cgroup = SandboxCgroup.create(limits.memory_mb, limits.processes)
         self.unbounded = "" if self.cgroup else "no memory/pids cgroup here: RLIMIT_AS, sized tmpfs and seccomp only"
         self.workdir = None if isolation == "bwrap" else tempfile.mkdtemp(prefix="sandbox-")
@@ -160,6 +160,8 @@ class WarmSandbox:
             proc.stdin.close()
             proc.stdout.close()
             self.proc = None
+        RUN_UIDS.release(self.uid)  # every process of it is dead
+        self.uid = None  # so that a second close releases nothing
         if self.cgroup is not None:
             deadline = time.monotonic() + 2
             while self.cgroup.processes() and time.monotonic() < deadline:

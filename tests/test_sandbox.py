@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from graders.sandbox import Limits, bwrap_works, run_python
+from graders.sandbox import Limits, RunUids, bwrap_works, run_python
 
 REPO = Path(__file__).resolve().parents[1]
 LIMITS = Limits(wall_s=3, cpu_s=3, memory_mb=512, processes=16, output_bytes=64 * 1024)
@@ -216,3 +216,18 @@ def test_guard_names_what_it_blocked(isolation):
 
 def test_auto_uses_bwrap_where_it_works():
     assert run_python("pass").isolation == ("bwrap" if bwrap_works() else "fallback")
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="runs have uids of their own only when the grader is root")
+def test_a_live_runs_uid_is_never_handed_out_again():
+    # Ending a run kills every process of its uid: a uid given to two live runs lets one kill the other.
+    uids = RunUids()
+    held = uids.acquire()
+    for _ in range(3 * 256):  # many more runs than the process's block of uids, each opened and closed
+        uid = uids.acquire()
+        assert uid != held
+        uids.release(uid)
+    others = [uids.acquire() for _ in range(255)]
+    assert held not in others and len(set(others)) == 255
+    with pytest.raises(RuntimeError, match="more than 256 sandboxes open at once"):
+        uids.acquire()
