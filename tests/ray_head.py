@@ -85,6 +85,9 @@ def ray_head(num_cpus: int = 4, env: dict[str, str] | None = None, resources: di
     gcs, dashboard, agent, agent_grpc, metrics, runtime_env, client = free_ports(7)
     temp_dir = Path(tempfile.mkdtemp(prefix="rayhead-", dir="/tmp"))  # short: unix socket paths max ~107 bytes
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token", **(env or {})}
+    # As the README says: `ray start` with token authentication needs a token (~/.ray/auth_token),
+    # which only this command (or a local ray.init()) makes; on a fresh machine there is none.
+    subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60)
     started = subprocess.run(
         [
             str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
