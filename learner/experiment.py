@@ -26,8 +26,12 @@ Methods (each a RunConfig, so `python -m learner.main --set ...` runs any of the
   no_stage1    Stage II's objective from the base (score.stage1_steps=0, all steps in Stage II)
   no_shaping   SCoRe with alpha = 0 (score.alpha=0)
   score        SCoRe: Stage I then Stage II
-  pair_sft     online STaR: SFT on the policy's own (wrong attempt 1, right attempt 2) traces,
-               re-sampled every step; the imitation term averaged over those pairs
+  online_star  STaR on the policy's own (wrong attempt 1, right attempt 2) traces, re-sampled
+               every step (score.method=online_star); the imitation term averaged over those pairs
+  star         the paper's STaR: SFT on the base model's successful revisions, sampled before the
+               first update (score.method=star)
+  pair_sft     the paper's Pair-SFT: SFT on the base model's wrong first attempts, each followed by a
+               correct response to the same problem (score.method=pair_sft)
 
 The `offpolicy` suite runs SCoRe with rollouts one step ahead of the learner (cluster.max_policy_lag=1,
 in one process the same schedule as on Ray) with and without the importance-ratio correction
@@ -54,7 +58,9 @@ LABELS = {
     "no_stage1": "SCoRe w/o Stage I",
     "no_shaping": "SCoRe w/o reward shaping (α=0)",
     "score": "SCoRe",
-    "pair_sft": "online STaR (own i→c pairs)",
+    "online_star": "online STaR (own i→c pairs)",
+    "star": "STaR (the base's i→c, offline)",
+    "pair_sft": "Pair-SFT (the base's wrong + right, offline)",
     "score_lag1": "SCoRe, policy lag 1, truncated IS",
     "score_lag1_no_is": "SCoRe, policy lag 1, no correction",
 }
@@ -75,7 +81,7 @@ RECIPE = [
 SUITES: dict[str, dict] = {
     "default": {
         "seeds": [0, 1, 2],
-        "methods": ["base", "single_turn", "no_stage1", "no_shaping", "score", "pair_sft"],
+        "methods": ["base", "single_turn", "no_stage1", "no_shaping", "score", "online_star", "star", "pair_sft"],
         "settings": RECIPE,
         # one grid of learning rates (score.lr) for every trained method; each keeps its best on
         # validation, and the reported run takes those (--report --methods score@3e-4,...)
@@ -90,7 +96,7 @@ SUITES: dict[str, dict] = {
     },
     "quick": {
         "seeds": [0, 1],
-        "methods": ["base", "single_turn", "no_stage1", "no_shaping", "score", "pair_sft"],
+        "methods": ["base", "single_turn", "no_stage1", "no_shaping", "score", "online_star", "star", "pair_sft"],
         # CI: every method runs end to end and the table and plots are written; the numbers mean
         # nothing (a 30-step warm-start of a 2-layer model, 2 + 2 RL steps).
         "settings": [
@@ -161,6 +167,8 @@ def method_overrides(name: str, cfg: RunConfig) -> list[str]:
         "no_stage1": ["score.stage1_steps=0", f"score.stage2_steps={total}", "score.stage2_lr=null"],
         "no_shaping": ["score.alpha=0"],
         "score": [],
+        "online_star": ["score.method=online_star"],
+        "star": ["score.method=star"],
         "pair_sft": ["score.method=pair_sft"],
         "score_lag1": ["cluster.max_policy_lag=1"],
         "score_lag1_no_is": ["cluster.max_policy_lag=1", "score.importance_ratio_cap=null"],

@@ -88,11 +88,13 @@ class TaskConfig(_Section):
 class ScoreConfig(_Section):
     """The SCoRe objective (learner/training/losses.py) and its optimisation."""
 
-    method: Literal["score", "single_turn", "pair_sft"] = Field(
+    method: Literal["score", "single_turn", "online_star", "star", "pair_sft"] = Field(
         "score",
-        description="score: Stage I then Stage II; single_turn: RL on attempt 1 only; pair_sft: "
-        "online STaR: fine-tune on the policy's own (wrong, right) attempt pairs, re-sampled every step, averaged over "
-        "the pairs. Baselines train stage1_steps + stage2_steps steps.",
+        description="score: Stage I then Stage II; single_turn: RL on attempt 1 only; online_star: fine-tune on the "
+        "policy's own (wrong, right) attempt pairs, re-sampled every step; star and pair_sft, the paper's offline "
+        "baselines, fine-tune (no KL) on traces the base model samples before the first update: star on its "
+        "successful revisions, pair_sft on each wrong first attempt followed by a correct response to the same "
+        "problem. Baselines train stage1_steps + stage2_steps steps.",
     )
     stage1_steps: int = Field(50, ge=0, description="RL steps of Stage I (attempt 1 pinned by beta2).")
     stage2_steps: int = Field(20, ge=0, description="RL steps of Stage II (both attempts, shaped reward).")

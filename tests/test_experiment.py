@@ -7,7 +7,7 @@ import pytest
 
 from e2e import ROOT
 
-METHODS = {"base", "single_turn", "no_stage1", "no_shaping", "score", "pair_sft"}
+METHODS = {"base", "single_turn", "no_stage1", "no_shaping", "score", "online_star", "star", "pair_sft"}
 METRICS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "same_answer")
 
 
@@ -98,7 +98,7 @@ def test_every_trained_method_gets_the_same_learning_rate_grid():
 
     suite = SUITES["default"]
     names = variants(suite["methods"], suite["lrs"])
-    assert names.count("base") == 1 and len(names) == 1 + 5 * len(suite["lrs"])
+    assert names.count("base") == 1 and len(names) == 1 + 7 * len(suite["lrs"])
     first_stage_lr: dict[str, set] = {}
     for name in names:
         cfg = run_config(suite["settings"], name, seed=0)
@@ -110,7 +110,7 @@ def test_every_trained_method_gets_the_same_learning_rate_grid():
         assert sum(n for _, n in schedule) == 70  # the same steps, the same sampled-token budget
         assert cfg.score.lr == float(name.split("@")[1])
         first_stage_lr.setdefault(method, set()).add(schedule[0][0].lr if schedule[0][1] else schedule[1][0].lr)
-    assert set(first_stage_lr) == {"single_turn", "no_stage1", "no_shaping", "score", "pair_sft"}
+    assert set(first_stage_lr) == METHODS - {"base"}
     assert all(lrs == set(suite["lrs"]) for lrs in first_stage_lr.values()), first_stage_lr
     # SCoRe keeps its Stage II rate; the ablation without Stage I is not given it
     score = stage_schedule(run_config(suite["settings"], "score@0.0003", 0).score)

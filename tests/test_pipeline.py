@@ -110,6 +110,22 @@ def test_rollouts_run_lag_steps_ahead_and_every_batch_is_trained(tiny_model_dir,
     assert all(r["is_ratio_max"] > 1 for r in records[lag:])
 
 
+@pytest.mark.parametrize("method", ["star", "pair_sft"])
+def test_the_offline_baselines_train_on_the_base_models_samples(tiny_model_dir, method):
+    # the paper's STaR and Pair-SFT: every step's rollouts sampled by v0 before the first update, whatever the lag
+    cfg = config(f"score.method={method}", "cluster.max_policy_lag=0", "cluster.buffer_capacity=1")
+    records = run_loop(cfg, tiny_model_dir)
+    assert [r["sampled_policy_version"] for r in records] == [0] * 6
+    assert [(r["policy_version"], r["policy_lag_max"]) for r in records] == [(s, s - 1) for s in range(1, 7)]
+    assert all(r["kl_penalty"] == 0 and r["is_clipped_frac"] == 0 for r in records)  # supervised: no KL, no ratio
+    assert any(r["policy_loss"] > 0 for r in records)  # there were pairs to imitate
+    assert records[-1]["batches_requested_total"] == 6
+    # its data set is not checkpointed: a resume after step 0 would sample it from the trained policy
+    loop = TrainLoop(cfg, make_task(cfg.task.name, cfg.task.params), None, lambda _: None, lambda _: None)
+    with pytest.raises(ValueError, match="cannot resume or recover after step 0"):
+        loop.load_state_dict({"version": 3})
+
+
 def test_a_full_buffer_holds_rollouts_back_and_loses_nothing(tiny_model_dir):
     # room for one step's batch only: lag 2 is allowed, but no rollout can be requested ahead
     records = run_loop(config("cluster.max_policy_lag=2", "cluster.buffer_capacity=1"), tiny_model_dir)

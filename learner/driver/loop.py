@@ -100,11 +100,15 @@ class TrainLoop:
         self.version = 0  # updates the learner has made = the newest policy version sent to the engines
         self.last_eval_problems: list[dict] = []  # the latest evaluation's rewards, per held-out problem
         self.rng = np.random.default_rng(cfg.seed)
-        self.lag = cfg.cluster.max_policy_lag
-        self.schedule = stage_schedule(cfg.score, off_policy=self.lag > 0)
+        self.schedule = stage_schedule(cfg.score, off_policy=cfg.cluster.max_policy_lag > 0)
         self.total_steps = sum(n for _, n in self.schedule)
-        self.buffer = TraceBuffer(cfg.cluster.buffer_capacity, self.lag)
         shards = backend.shards_per_request(cfg.score.prompts_per_step) if backend else 1
+        # The offline baselines train on the base model's samples: every step's rollouts are
+        # requested at once, sampled by version 0 before the first update, and held until trained on.
+        self.offline = any(objective.offline for objective, _ in self.schedule)
+        self.lag = self.total_steps if self.offline else cfg.cluster.max_policy_lag
+        capacity = max(cfg.cluster.buffer_capacity, self.total_steps * shards) if self.offline else cfg.cluster.buffer_capacity
+        self.buffer = TraceBuffer(capacity, self.lag)
         if shards > self.buffer.capacity:
             raise ValueError(f"cluster.buffer_capacity={self.buffer.capacity} cannot hold one step's {shards} rollout "
                              "batches (one per rollout actor)")
@@ -186,6 +190,9 @@ class TrainLoop:
             taken += more
         graded = time.perf_counter()
         for info, _ in taken:  # the buffer checked the lag; this is the loop's own guarantee
+            if self.offline and info.policy_version != 0:
+                raise RuntimeError(f"step {step}'s rollouts were sampled by policy v{info.policy_version}, but "
+                                   f"score.method={self.cfg.score.method} trains on the base model's samples (v0)")
             if not self.version - self.lag <= info.policy_version <= self.version:
                 raise RuntimeError(
                     f"the rollout engines sampled with policy v{info.policy_version}, but step {step} (learner at "
@@ -274,6 +281,10 @@ class TrainLoop:
     def load_state_dict(self, state: dict) -> None:
         """Continue after step state["version"]: the backend's learner must hold that step's weights
         already; the engines are sent them here."""
+        if self.offline and state["version"] > 0:
+            raise ValueError(f"score.method={self.cfg.score.method} trains on samples of the base model, drawn before "
+                             "its first update and not checkpointed: such a run cannot resume or recover after "
+                             "step 0; start it again")
         self.version = self.requested_steps = state["version"]
         self.rng.bit_generator.state = state["rng"]
         self.replay = deque((r["step"], Request([Problem(**p) for p in r["problems"]], r["k"],
@@ -284,6 +295,17 @@ class TrainLoop:
         self.backend.sync(self.version)
 
     # --- the schedule -----------------------------------------------------------------------
+
+    def _sample_offline_data(self) -> None:
+        """Every step's rollouts by the base model (version 0), graded, into the buffer, before the
+        first update changes the weights: the offline baselines' data set."""
+        started = time.perf_counter()
+        self._request_ahead()
+        for entry in self.in_flight:
+            self.backend.wait_rollouts(entry.shards)
+        self._move_finished()
+        self.log(f"sampled the {self.cfg.score.method} data set with the base model: {self.total_steps} steps' "
+                 f"rollouts in {time.perf_counter() - started:.1f}s")
 
     def remaining_s(self, step: int) -> float:
         """Seconds left after `step`: the steps left at this run's median step time (the median: the
@@ -296,6 +318,8 @@ class TrainLoop:
     def train(self) -> None:
         """The schedule's steps after those already done (all of them for a new run). Stops early,
         with a checkpoint, at the first step boundary after `stop_requested` is set."""
+        if self.offline and self.version == 0:
+            self._sample_offline_data()
         step = 0
         for objective, steps in self.schedule:
             label = f"stage {objective.stage}" if objective.method == "score" else objective.method

@@ -10,13 +10,21 @@ The paper's baselines are variants of the same loss (`Objective.method`), so eve
 experiment suite (learner/experiment.py) trains through the same rollout, learner and evaluation:
     single_turn:  L = -A(r1)·log π(y1) + β1·KL_1            (attempt 2 is masked out entirely:
                                                           it is only ever prompted, never trained)
-    pair_sft   :  L = -[r1 = 0 ∧ r2 = 1]·log π(y2) / max(1, #pairs) + β1·KL_1 + β1·KL_2
-                 (online STaR on the model's own i→c pairs: supervised fine-tuning on its own
-                  successful corrections, re-sampled from the current policy every step, no
-                  baseline, nothing else rewarded. The imitation term is averaged over the
-                  (wrong, right) pairs of the global batch, not over all its traces, so the step
-                  size does not shrink when the policy corrects itself less often; the KL terms are
-                  averaged over the traces, as for every method.)
+    online_star:  L = -[r1 = 0 ∧ r2 = 1]·log π(y2) / max(1, #pairs) + β1·KL_1 + β1·KL_2
+                 (STaR on the model's own i→c pairs, re-sampled from the current policy every step:
+                  supervised fine-tuning on its own successful corrections, no baseline, nothing
+                  else rewarded. The imitation term is averaged over the (wrong, right) pairs of the
+                  global batch, not over all its traces, so the step size does not shrink when the
+                  policy corrects itself less often; the KL terms are averaged over the traces.)
+The paper's two offline baselines fine-tune on data the *base* model sampled (`OFFLINE`: the loop
+samples every step's traces with the base before the first update; learner/driver/loop.py), by
+plain supervised fine-tuning as in the paper, with no KL term:
+    star       :  L = -[r1 = 0 ∧ r2 = 1]·log π(y2) / max(1, #pairs)
+                 (STaR, Zelikman et al. 2022, as the paper adapts it: the base's successful revisions)
+    pair_sft   :  L = -log π(y*) / #pairs over rows [x, y1, p, y*]
+                 (Pair-SFT, Welleck et al. 2023: each wrong attempt y1 of the base paired with a
+                  correct response y* to the same problem from another of its samples;
+                  learner/training/pairs.py builds the rows)
 
 KL estimator. The KL in the objective is the reverse KL(π‖π_ref) of each attempt given its prompt.
 The loss is the per-token "k2" penalty ½(d_t)², d_t = log π(y_t|c_t) − log π_ref(y_t|c_t) (Schulman,
@@ -30,8 +38,8 @@ not (one component: 0.44 exact, 0.49 from k2). The KL *value* we report uses k3 
 the unbiased, non-negative estimator of the sequence KL (k2 only approximates the value). Using k3
 as the loss instead would give the gradient of the forward KL(π_ref‖π), not the objective's.
 
-Terms are summed over an attempt's tokens and averaged over the traces of the global batch (pair_sft's
-imitation term: over its pairs, see above).
+Terms are summed over an attempt's tokens and averaged over the traces of the global batch (the
+imitation methods' term: over their pairs, see above).
 
 Off-policy correction. With rollouts running ahead of the learner (cluster.max_policy_lag >= 1), a
 batch may have been sampled by an older policy μ than the π being trained. Each sampled token's
@@ -52,7 +60,9 @@ import torch
 from protos import ATTEMPT1, ATTEMPT2
 
 
-METHODS = ("score", "single_turn", "pair_sft")
+METHODS = ("score", "single_turn", "online_star", "star", "pair_sft")
+IMITATION = ("online_star", "star", "pair_sft")  # fine-tuning on (wrong, right) pairs, no advantage
+OFFLINE = ("star", "pair_sft")  # trained on traces the base model sampled, not the current policy
 
 
 @dataclass(frozen=True)
@@ -71,14 +81,19 @@ class Objective:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
 
+    @property
+    def offline(self) -> bool:
+        return self.method in OFFLINE
+
 
 def stage_schedule(sc, off_policy: bool = False) -> list[tuple[Objective, int]]:
     """(objective, steps) in order, from a ScoreConfig. SCoRe: Stage I then Stage II (at
     stage2_lr if set). The single-stage baselines run stage1_steps + stage2_steps steps at lr, so
     every method gets the same number of steps and the same budget of sampled tokens. `off_policy`
     (rollouts may lag the learner) turns on the importance-ratio correction, capped at
-    sc.importance_ratio_cap unless that is unset."""
-    is_cap = sc.importance_ratio_cap if off_policy else None
+    sc.importance_ratio_cap unless that is unset; never for the offline baselines, whose supervised
+    loss has no policy-gradient term to correct."""
+    is_cap = sc.importance_ratio_cap if off_policy and sc.method not in OFFLINE else None
     if sc.method == "score":
         return [
             (Objective(1, sc.alpha, sc.beta1, sc.beta2, lr=sc.lr, is_cap=is_cap), sc.stage1_steps),
@@ -105,7 +120,7 @@ def advantages(r1: np.ndarray, r2: np.ndarray, groups: np.ndarray, obj: Objectiv
     """Per-trace advantages for attempt 1 and attempt 2 under the stage's rewards."""
     if obj.method == "single_turn":
         return rloo(r1, groups), np.zeros_like(r2, dtype=np.float64)
-    if obj.method == "pair_sft":  # a weight, not an advantage: 1 on (wrong, right) traces, 0 elsewhere
+    if obj.method in IMITATION:  # a weight, not an advantage: 1 on (wrong, right) traces, 0 elsewhere
         return np.zeros_like(r1, dtype=np.float64), ((r1 < 0.5) & (r2 > 0.5)).astype(np.float64)
     if obj.stage == 1:
         return np.zeros_like(r1, dtype=np.float64), rloo(r2, groups)
@@ -114,9 +129,9 @@ def advantages(r1: np.ndarray, r2: np.ndarray, groups: np.ndarray, obj: Objectiv
 
 
 def pair_count(adv2: np.ndarray, obj: Objective) -> int:
-    """pair_sft's normaliser: the number of (wrong, right) pairs in the global batch, at least 1
-    (a batch without pairs has a zero imitation term anyway). 1 for the other methods (unused)."""
-    return max(1, int((np.asarray(adv2) > 0).sum())) if obj.method == "pair_sft" else 1
+    """The imitation methods' normaliser: the number of (wrong, right) pairs in the global batch, at
+    least 1 (a batch without pairs has a zero imitation term anyway). 1 for the others (unused)."""
+    return max(1, int((np.asarray(adv2) > 0).sum())) if obj.method in IMITATION else 1
 
 
 def importance_weights(logp: torch.Tensor, sample_logp: torch.Tensor, cap: float) -> torch.Tensor:
@@ -136,7 +151,7 @@ def score_loss(
     total_pairs: int = 1,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The stage's loss for these rows, normalised by `total_traces` of the whole (sharded) batch;
-    pair_sft's imitation term by `total_pairs` instead (`pair_count` of the whole batch's adv2).
+    the imitation methods' term by `total_pairs` instead (`pair_count` of the whole batch's adv2).
     `sample_logp` (the engine's log-probs of the sampled tokens) is needed when obj.is_cap is set."""
     in1 = (segment == ATTEMPT1).float()
     in2 = (segment == ATTEMPT2).float()
@@ -150,8 +165,11 @@ def score_loss(
     weighted = logp if obj.is_cap is None else importance_weights(logp, sample_logp, obj.is_cap) * logp
     policy = -(adv1 * sum1(weighted) + adv2 * sum2(weighted))
     kl_weight1 = obj.beta2 if (obj.stage == 1 and obj.method == "score") else obj.beta1
-    penalty = kl_weight1 * sum1(k2) + obj.beta1 * sum2(k2)
-    policy_norm = total_pairs if obj.method == "pair_sft" else total_traces
+    kl_weight2 = obj.beta1
+    if obj.offline:  # the paper's offline baselines are plain supervised fine-tuning
+        kl_weight1 = kl_weight2 = 0.0
+    penalty = kl_weight1 * sum1(k2) + kl_weight2 * sum2(k2)
+    policy_norm = total_pairs if obj.method in IMITATION else total_traces
     loss = policy.sum() / policy_norm + penalty.sum() / total_traces
 
     with torch.no_grad():

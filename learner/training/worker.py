@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from common.scoring import micro_batch_count, micro_batches, token_logprobs
 from learner.training.losses import Objective, advantages, pair_count, score_loss
+from learner.training.pairs import repair_pairs
 from protos import TraceBatch
 from protos.batch import graded_groups
 
@@ -78,6 +79,8 @@ class LearnerWorker:
         keep = graded_groups(rewards, batch.groups)  # NaN: no verdict; such groups are left out, not scored 0
         if not keep.all():
             batch, rewards = batch.select(np.flatnonzero(keep)), rewards[keep]
+        if objective.method == "pair_sft":  # trains on rows made from the batch: [x, y1 wrong, p, y* right]
+            batch, rewards = repair_pairs(batch, rewards)
         adv1, adv2 = advantages(rewards[:, 0], rewards[:, 1], batch.groups, objective)
         rows = self.my_rows(len(batch))
         pairs = pair_count(adv2, objective)  # of the whole batch, not this rank's rows
