@@ -98,7 +98,7 @@ def test_pair_sft_rows_pair_each_wrong_first_attempt_with_a_right_response_in_tu
     assert list(rows.segment[0, :7]) == [C, C, A1, A1, C, C, A2] and list(rows.segment[1, 7:9]) == [A2, A2]
     assert list(rows.groups) == [0, 0] and r.tolist() == [[0, 1], [0, 1]]
     assert rows.sample_logprobs[0, 6] == pytest.approx(-0.3) and rows.sample_logprobs[1, 8] == pytest.approx(-1.4)
-    assert rows.ref_logprobs[0, 6] == pytest.approx(-0.6)  # the response's own, from the trace that sampled it
+    assert rows.ref_logprobs is None  # the reference's log-probs of y* in its new context: the learner scores them
     # nothing to pair: the batch unchanged, every reward 0, so the imitation loss trains on none of it
     same, zero = repair_pairs(batch, np.array([[0, 0]] * 6, dtype=np.float32))
     assert same is batch and not zero.any()

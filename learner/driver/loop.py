@@ -56,8 +56,9 @@ class Request:
 
 def reference_kwargs(cfg: RunConfig) -> dict | None:
     """How the rollout side scores training batches with the reference policy (actors/reference.py):
-    as the learner would (its temperature, its micro-batch budget). None: the learner scores them."""
-    if cfg.cluster.reference_on != "rollout":
+    as the learner would (its temperature, its micro-batch budget). None: the learner scores them,
+    as it always does for Pair-SFT, whose rows it makes itself (learner/training/pairs.py)."""
+    if cfg.cluster.reference_on != "rollout" or cfg.score.method == "pair_sft":
         return None
     return {"temperature": cfg.score.temperature, "micro_batch_tokens": cfg.cluster.learner_micro_batch_tokens}
 

@@ -9,9 +9,10 @@ row; a problem with no correct response, or no wrong first attempt, gives no row
 rewards are (0, 1), attempt 1 wrong and attempt 2 right, which is what the imitation loss trains on
 (learner/training/losses.py).
 
-y*'s engine and reference log-probs come along from the trace that sampled it, so they are the
-log-probs of y* in *its* context, not in the new row's: they serve the learner-vs-engine statistics
-only, since Pair-SFT's loss has neither an importance ratio nor a KL term.
+y*'s engine log-probs come along from the trace that sampled it, so they are those of y* in *its*
+context, not in the new row's: they serve the learner-vs-engine statistics only (Pair-SFT's loss
+has no importance ratio). The rows carry no reference log-probs: the learner scores them with the
+reference model itself (for Pair-SFT it always holds one; learner/driver/loop.py's reference_kwargs).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from protos import ATTEMPT1, ATTEMPT2, TraceBatch
 def repair_pairs(batch: TraceBatch, rewards: np.ndarray) -> tuple[TraceBatch, np.ndarray]:
     """The Pair-SFT rows of `batch` (graded: `rewards` [n, 2], no NaN) and their rewards. A batch that
     gives no row is returned as it is with rewards of 0, so the loss trains on none of it."""
-    rows = []  # (group, [per-array prefix, response]) of each new row
+    rows = []  # (group, i: the trace of the wrong y1, j: the trace of y*, y*'s positions in j)
     for group in np.unique(batch.groups):
         members = np.flatnonzero(batch.groups == group)
         wrong = [i for i in members if rewards[i, 0] < 0.5]
@@ -31,32 +32,23 @@ def repair_pairs(batch: TraceBatch, rewards: np.ndarray) -> tuple[TraceBatch, np
         correct += [(i, ATTEMPT2) for i in members if rewards[i, 1] > 0.5]
         for n, i in enumerate(wrong if correct else []):
             j, segment = correct[n % len(correct)]
-            prefix = slice(0, _attempt2_start(batch, i))
-            response = np.flatnonzero(batch.segment[j, : batch.lengths[j]] == segment)
-            rows.append((group, [(a[i, prefix], a[j, response]) for a in _arrays(batch)]))
+            rows.append((group, i, j, np.flatnonzero(batch.segment[j, : batch.lengths[j]] == segment)))
     if not rows:
         return batch, np.zeros_like(rewards)
-    lengths = np.array([len(parts[0][0]) + len(parts[0][1]) for _, parts in rows], dtype=np.int64)
+    starts = [_attempt2_start(batch, i) for _, i, _, _ in rows]  # each row's [x, y1, p] is trace i's
+    lengths = np.array([start + len(response) for start, (_, _, _, response) in zip(starts, rows)], dtype=np.int64)
     width = int(lengths.max())
-    out = []
-    for k, array in enumerate(_arrays(batch)):
-        filled = np.zeros((len(rows), width), dtype=array.dtype)  # past `lengths` nothing is read
-        for r, (_, parts) in enumerate(rows):
-            prefix, response = parts[k]
-            filled[r, : len(prefix)] = prefix
-            filled[r, len(prefix): len(prefix) + len(response)] = ATTEMPT2 if k == 1 else response
-        out.append(filled)
-    tokens, segment, sample_logprobs, *ref = out
-    groups = np.array([group for group, _ in rows], dtype=np.int64)
-    paired = TraceBatch(groups, tokens, segment, lengths, sample_logprobs, ref[0] if ref else None)
+    tokens = np.zeros((len(rows), width), dtype=batch.tokens.dtype)  # past `lengths` nothing is read
+    segment = np.zeros((len(rows), width), dtype=batch.segment.dtype)
+    sample_logprobs = np.zeros((len(rows), width), dtype=batch.sample_logprobs.dtype)
+    for r, (start, (_, i, j, response)) in enumerate(zip(starts, rows)):
+        end = start + len(response)
+        tokens[r, :start], tokens[r, start:end] = batch.tokens[i, :start], batch.tokens[j, response]
+        segment[r, :start], segment[r, start:end] = batch.segment[i, :start], ATTEMPT2
+        sample_logprobs[r, :start], sample_logprobs[r, start:end] = batch.sample_logprobs[i, :start], batch.sample_logprobs[j, response]
+    groups = np.array([group for group, _, _, _ in rows], dtype=np.int64)
+    paired = TraceBatch(groups, tokens, segment, lengths, sample_logprobs, ref_logprobs=None)
     return paired, np.tile(np.array([0.0, 1.0], dtype=rewards.dtype), (len(rows), 1))
-
-
-def _arrays(batch: TraceBatch) -> list[np.ndarray]:
-    """The per-token arrays of a batch, in TraceBatch's order: tokens, segment, engine log-probs, and
-    the reference's log-probs where the rollout actor scored them."""
-    arrays = [batch.tokens, batch.segment, batch.sample_logprobs]
-    return arrays + ([batch.ref_logprobs] if batch.ref_logprobs is not None else [])
 
 
 def _attempt2_start(batch: TraceBatch, i: int) -> int:
