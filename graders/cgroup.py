@@ -91,6 +91,12 @@ class SandboxCgroup:
         """An fd to write "0" to: the writer joins the program group. The caller closes it."""
         return os.open(self.program / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
 
+    def pids_current_fd(self) -> int:
+        """An fd of the sandbox's pids.current (its processes and threads, programs' included), to
+        read with pread. The caller closes it."""
+        group = self.made[0] if self.version == 2 else self.sandbox[-1]
+        return os.open(group / "pids.current", os.O_RDONLY | os.O_CLOEXEC)
+
     def oom_kills(self) -> int:
         """How many processes the kernel's OOM killer has ended in the program group."""
         name = "memory.events" if self.version == 2 else "memory.oom_control"

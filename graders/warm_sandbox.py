@@ -92,31 +92,33 @@ class WarmSandbox:
         python = [_sandbox_python(), "-I", "-S", "-B", "-c", _SERVER]
         if self.isolation == "bwrap":
             argv, cwd, env = _bwrap_args(self.limits) + python, None, {}
-            home, scratch, output = _HOME, [_HOME, "/tmp", "/dev/shm"], "/tmp/.program-output"
+            home, scratch, output_dir = _HOME, [_HOME, "/tmp", "/dev/shm"], "/tmp"
         else:
             home = os.path.join(self.workdir, "home")
             os.mkdir(home)
             argv, cwd, env = python, self.workdir, {"HOME": home, "TMPDIR": home}
-            scratch, output = [home], os.path.join(self.workdir, "output")
+            scratch, output_dir = [home], self.workdir
             if self.uid is not None:
                 for path in (self.workdir, home):
                     os.chown(path, self.uid, self.uid)
         ids = {} if self.uid is None else {"user": self.uid, "group": self.uid, "extra_groups": []}
-        procs_fd = self.cgroup.program_procs_fd() if self.cgroup else None
+        procs_fd, pids_fd = (self.cgroup.program_procs_fd(), self.cgroup.pids_current_fd()) if self.cgroup else (None, None)
         try:
             self.proc = _SPAWNER.submit(
                 subprocess.Popen, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                cwd=cwd, env=env, start_new_session=True, pass_fds=() if procs_fd is None else (procs_fd,), **ids,
+                cwd=cwd, env=env, start_new_session=True, pass_fds=() if procs_fd is None else (procs_fd, pids_fd), **ids,
             ).result()
         finally:
             if procs_fd is not None:
                 os.close(procs_fd)
-        self._send({"modules": _MODULES, "home": home, "scratch": scratch, "output": output, "max_reply": MAX_REPLY,
-                    "pid_namespace": self.isolation == "bwrap", "cgroup_fd": procs_fd,
-                    "limits": {"wall_s": self.limits.wall_s, "cpu_s": self.limits.cpu_s,
-                               "memory_bytes": self.limits.memory_mb << 20, "file_bytes": self.limits.file_mb << 20,
-                               "processes": self.limits.processes if self.uid is not None else 0,
-                               "guard": self.guard}})
+                os.close(pids_fd)
+        self._send_json({"modules": _MODULES, "home": home, "scratch": scratch, "output_dir": output_dir,
+                         "max_reply": MAX_REPLY, "pid_namespace": self.isolation == "bwrap", "cgroup_fd": procs_fd,
+                         "pids_fd": pids_fd,
+                         "limits": {"wall_s": self.limits.wall_s, "cpu_s": self.limits.cpu_s,
+                                    "memory_bytes": self.limits.memory_mb << 20, "file_bytes": self.limits.file_mb << 20,
+                                    "processes": self.limits.processes if self.uid is not None else 0,
+                                    "guard": self.guard}})
         ready = self._receive(time.monotonic() + _START_S)
         if ready[0] != "S" or "ready" not in ready[1]:
             raise SandboxError(f"sandbox did not start: {ready!r}"[:300])
@@ -170,9 +172,12 @@ class WarmSandbox:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def _send(self, message: dict) -> None:
+    def _send_json(self, message: dict, op: bytes = b"") -> None:
+        self._send(op + json.dumps(message).encode())
+
+    def _send(self, frame: bytes) -> None:
         try:
-            write_frame(self.proc.stdin.fileno(), json.dumps(message).encode())
+            write_frame(self.proc.stdin.fileno(), frame)
         except OSError as exc:
             self.broken = True
             raise SandboxError(f"sandbox gone: {exc}") from None
@@ -203,7 +208,7 @@ class Program:
         self.deadline = time.monotonic() + limits.wall_s
         self.stopped: ProgramStopped | None = None
         self.exit_code: int | None = None  # set when the program exits before its end
-        sandbox._send({"op": "start", "source": source, "calls": calls})
+        sandbox._send_json({"source": source, "calls": calls}, b"S")
 
     def wait_loaded(self) -> list | None:
         """Returns once the program's top level has run (its functions exist), with the answers to
@@ -214,14 +219,14 @@ class Program:
         """What the program's function `name` returns on these (plain) arguments, as plain data."""
         if self.stopped is not None:
             raise self.stopped
-        self.sandbox._send({"op": "call", **encode_call(name, args, kwargs)})
+        self.sandbox._send_json(encode_call(name, args, kwargs), b"C")
         return self._answer()
 
     def end(self, wait: bool = True) -> ProgramEnd | None:
         """Kill the program and clean up after it. wait=False: the grader needs nothing more from it,
         so the sandbox's server cleans up while the grader goes on, and the sandbox's next program
         (or `settle`) collects its word."""
-        self.sandbox._send({"op": "end"})
+        self.sandbox._send(b"E")
         if not wait:
             self.sandbox._ending = self.deadline
             return None

@@ -94,9 +94,10 @@ HOSTILE = {
     "guard off, closes its reply pipe and spins": (
         GUARD_OFF + "    for fd in range(3, 64):\n        try:\n            os.close(fd)\n"
         "        except OSError:\n            pass\n    while True:\n        pass\n", "timeout", "limit"),
-    "replaces its output file with a link to the server's memory": (
-        "    import os\n    os.unlink('/tmp/.program-output')\n    os.symlink(f'/proc/{os.getppid()}/mem', '/tmp/.program-output')\n"
-        "    os._exit(3)\n", "fail", "exit code 3"),
+    # Its output file has no name (O_TMPFILE): links where one might be are never read.
+    "links the server's memory where an output file might be": (
+        "    import os\n    for path in ('/tmp/.program-output', '/tmp/output', './output'):\n"
+        "        os.symlink(f'/proc/{os.getppid()}/mem', path)\n    os._exit(3)\n", "fail", "exit code 3"),
     "output flood": ("    while True:\n        print('x' * 10000)\n", "sandbox_violation", "File too large"),
     "answer flood": ("    return 'x' * (4 << 20) if x == 0 else x + y\n", "fail", "no plain data"),
     "deeply nested answer": (
