@@ -15,7 +15,9 @@ the grader's requests are one byte and a body this server passes on to the child
 program has loaded: one reply {"results": [{"value"} or {"raised"}, ...]} instead of {"loaded"}.
 It reads back one frame per request: b"C" + the child's own reply, passed through unread and at
 most `max_reply` bytes (its only words, which the grader decodes as untrusted plain data), or
-b"S" + this server's JSON ({"exit": ...}, {"timeout": true}, {"too_big": n}, {"end": ...}).
+b"S" + this server's JSON ({"exit": ...}, {"timeout": true}, {"too_big": n}, or at the end
+{"end": exit status, "output": its head and tail, "oom": whether the memory cgroup's OOM killer
+ended a process of the program}), the end of a program always before the next one's first word.
 
 Per program, as little as possible waits: each child is forked and set up (its descriptors,
 rlimits, its part of the seccomp filter) while the program before it runs, and waits on its
@@ -116,6 +118,7 @@ class Server:
         # The program memory cgroup's cgroup.procs, or None; moved above the fds a child sets up.
         self.cgroup_fd = init["cgroup_fd"] and _move_up(init["cgroup_fd"])
         self.pids_fd = init["pids_fd"]  # the sandbox's pids.current, or None
+        self.oom_fd = init["oom_fd"]  # the program group's OOM kill count, or None
         self.pids_idle = None  # pids.current with no child at all: read at the first start
         # A child's set-up, prepared once here: a child only applies it.
         limits = init["limits"]  # wall_s, cpu_s, memory_bytes, file_bytes, processes, guard
@@ -138,6 +141,7 @@ class Server:
             self.pids_idle = _read_count(self.pids_fd)  # bwrap and this server: nothing has forked yet
         pid, req_w, rep_r, out = self.spare or self._fork()
         self.spare = None
+        oom_kills = self._oom_kills()  # the last program's all counted: it is dead
         try:
             write_frame(req_w, start)
         except BrokenPipeError:
@@ -161,7 +165,8 @@ class Server:
         status = self._finish(pid)
         os.close(req_w)
         os.close(rep_r)
-        write_frame(1, b"S" + json.dumps({"end": status, "output": _output(out)}).encode())
+        oom = self._oom_kills() > oom_kills
+        write_frame(1, b"S" + json.dumps({"end": status, "output": _output(out), "oom": oom}).encode())
         self._wipe()
         if request is None:
             sys.exit(0)
@@ -239,6 +244,14 @@ class Server:
                         _quiet(os.unlink, os.path.join(root, name))
                     for name in dirs:
                         _quiet(os.rmdir, os.path.join(root, name))
+
+    def _oom_kills(self) -> int:
+        """How many processes the OOM killer has ended in the program group (0 without one)."""
+        for line in os.pread(self.oom_fd, 4096, 0).splitlines() if self.oom_fd is not None else ():
+            key, _, value = line.partition(b" ")
+            if key == b"oom_kill":
+                return int(value)
+        return 0
 
     def _child(self, req_r: int, rep_w: int, out: int) -> None:
         try:

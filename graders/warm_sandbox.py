@@ -102,19 +102,18 @@ class WarmSandbox:
                 for path in (self.workdir, home):
                     os.chown(path, self.uid, self.uid)
         ids = {} if self.uid is None else {"user": self.uid, "group": self.uid, "extra_groups": []}
-        procs_fd, pids_fd = (self.cgroup.program_procs_fd(), self.cgroup.pids_current_fd()) if self.cgroup else (None, None)
+        fds = self.cgroup.server_fds() if self.cgroup else {"cgroup_fd": None, "pids_fd": None, "oom_fd": None}
+        passed = tuple(fd for fd in fds.values() if fd is not None)
         try:
             self.proc = _SPAWNER.submit(
                 subprocess.Popen, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                cwd=cwd, env=env, start_new_session=True, pass_fds=() if procs_fd is None else (procs_fd, pids_fd), **ids,
+                cwd=cwd, env=env, start_new_session=True, pass_fds=passed, **ids,
             ).result()
         finally:
-            if procs_fd is not None:
-                os.close(procs_fd)
-                os.close(pids_fd)
+            for fd in passed:
+                os.close(fd)
         self._send_json({"modules": _MODULES, "home": home, "scratch": scratch, "output_dir": output_dir,
-                         "max_reply": MAX_REPLY, "pid_namespace": self.isolation == "bwrap", "cgroup_fd": procs_fd,
-                         "pids_fd": pids_fd,
+                         "max_reply": MAX_REPLY, "pid_namespace": self.isolation == "bwrap", **fds,
                          "limits": {"wall_s": self.limits.wall_s, "cpu_s": self.limits.cpu_s,
                                     "memory_bytes": self.limits.memory_mb << 20, "file_bytes": self.limits.file_mb << 20,
                                     "processes": self.limits.processes if self.uid is not None else 0,
@@ -129,8 +128,13 @@ class WarmSandbox:
     def program(self, source: str, calls: list[dict] | None = None) -> Program:
         """Start a program; `calls` (from `encode_call`), if known in advance, are answered as soon as it
         has loaded, all in one reply (see wait_loaded)."""
+        if self.broken:
+            raise SandboxError("sandbox already failed")
+        # Sent before the last program's end is read: the server, which ends that one first, finds
+        # it waiting, and the grader's part of a start overlaps the server's clean-up.
+        program = Program(self, source, calls)
         self.settle()
-        return Program(self, source, calls)
+        return program
 
     def settle(self) -> None:
         """Wait for the last program's clean-up, if the grader did not; SandboxError if it failed."""
@@ -204,7 +208,6 @@ class Program:
     def __init__(self, sandbox: WarmSandbox, source: str, calls: list[dict] | None = None):
         self.sandbox = sandbox
         limits = sandbox.limits
-        self.oom_before = sandbox.cgroup.oom_kills() if sandbox.cgroup else 0
         self.deadline = time.monotonic() + limits.wall_s
         self.stopped: ProgramStopped | None = None
         self.exit_code: int | None = None  # set when the program exits before its end
@@ -231,10 +234,8 @@ class Program:
             self.sandbox._ending = self.deadline
             return None
         message = self.sandbox._ended(self.deadline)
-        cgroup = self.sandbox.cgroup
-        oom = cgroup is not None and cgroup.oom_kills() > self.oom_before
         exit_code = self.exit_code if self.exit_code is not None else message["end"]
-        return ProgramEnd(exit_code, message["output"], oom)
+        return ProgramEnd(exit_code, message["output"], message["oom"])
 
     def _answer(self, loading: bool = False):
         kind, message = self.sandbox._receive(self.deadline + self.sandbox.grace_s)
