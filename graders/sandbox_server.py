@@ -92,8 +92,9 @@ def main() -> None:
         modules[name] = types.ModuleType(name)
         exec(compile(text, name + ".py", "exec"), modules[name].__dict__)
     server = Server(init, modules)
-    # What programs commonly import, imported once here: a forked child has it for nothing.
-    for name in ("typing", "math", "re", "collections", "itertools", "functools", "string", "hashlib"):
+    # What programs commonly import, imported once here: a forked child has it for nothing. Not
+    # hashlib: its OpenSSL state makes every fork and exit dearer than the rare program that imports it.
+    for name in ("typing", "math", "re", "collections", "itertools", "functools", "string"):
         __import__(name)
     # The rules that bind this server too, once: every child inherits them and loads only its own few.
     modules["sandbox_seccomp"].install(modules["sandbox_seccomp"].SERVER)
