@@ -147,11 +147,13 @@ class Server:
             write_frame(req_w, start)
         except BrokenPipeError:
             pass  # its set-up failed; _relay sees EOF and says how
-        try:  # the next program's child, set up while this one runs: a program's start waits for no fork
+        alive = self._relay(pid, rep_r, deadline)
+        # The next program's child, forked while the grader checks these answers and set up while
+        # this child dies: a program's start waits for no fork, and its first answer neither.
+        try:
             self.spare = self._fork()
         except OSError:
             pass  # no room (the pids cgroup full of this program's threads): forked at the next start
-        alive = self._relay(pid, rep_r, deadline)
         while (request := read_frame(0, 1 << 24)) is not None:
             if request[:1] == b"E":
                 break
