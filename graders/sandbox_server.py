@@ -19,9 +19,10 @@ b"S" + this server's JSON ({"exit": ...}, {"timeout": true}, {"too_big": n}, or 
 {"end": exit status, "output": its head and tail, "oom": whether the memory cgroup's OOM killer
 ended a process of the program}), the end of a program always before the next one's first word.
 
-Per program, as little as possible waits: each child is forked and set up (its descriptors,
-rlimits, its part of the seccomp filter) while the program before it runs, and waits on its
-request pipe; the server's own part of the filter is loaded once, before the first fork.
+Per program, as little as possible waits: each child is forked once the program before it has
+answered and set up (its descriptors, rlimits, its part of the seccomp filter) while the grader
+checks those answers and the program ends; it then waits on its request pipe. The server's own
+part of the filter is loaded once, before the first fork.
 
 What the child cannot touch: this process is not dumpable (no /proc/<pid>/mem or fd/ for the
 same uid), the seccomp filters let it signal or ptrace no one but itself, and its only
@@ -224,6 +225,8 @@ class Server:
 
     def _wipe(self) -> None:
         for top in self.scratch:
+            if not os.listdir(top):  # most programs write nothing: one look, not a walk
+                continue
             for root, dirs, files in os.walk(top, topdown=False):
                 for name in files + dirs:
                     path = os.path.join(root, name)
