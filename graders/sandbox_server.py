@@ -10,14 +10,16 @@ the grader's requests are one byte and a body this server passes on to the child
   b"S" + JSON {"source", "calls"}                 start a program
   b"C" + JSON {"name", "args", "kwargs"}          call one of its functions (args, kwargs:
                                                   graders/plain_data.py encodings)
-  b"E"                                            end it
+  b"E"                                            end it and report
+  b"Q"                                            end it quietly (the grader needs nothing more)
+  b"P", between programs                          say when the last one is ended: {"idle": true}
 "calls" (or null) lists calls, {"name", "args", "kwargs"} each, to answer all at once once the
 program has loaded: one reply {"results": [{"value"} or {"raised"}, ...]} instead of {"loaded"}.
 It reads back one frame per request: b"C" + the child's own reply, passed through unread and at
 most `max_reply` bytes (its only words, which the grader decodes as untrusted plain data), or
 b"S" + this server's JSON ({"exit": ...}, {"timeout": true}, {"too_big": n}, or at the end
 {"end": exit status, "output": its head and tail, "oom": whether the memory cgroup's OOM killer
-ended a process of the program}), the end of a program always before the next one's first word.
+ended a process of the program}, for b"E" only). A program is always ended before the next starts.
 
 Per program, as little as possible waits: each child is forked once the program before it has
 answered and set up (its descriptors, rlimits, its part of the seccomp filter) while the grader
@@ -106,6 +108,8 @@ def main() -> None:
     while (request := read_frame(0, 1 << 24)) is not None:
         if request[:1] == b"S":
             server.start(request[1:])
+        elif request == b"P":
+            write_frame(1, b"S" + json.dumps({"idle": True}).encode())
 
 
 class Server:
@@ -156,7 +160,7 @@ class Server:
         except OSError:
             pass  # no room (the pids cgroup full of this program's threads): forked at the next start
         while (request := read_frame(0, 1 << 24)) is not None:
-            if request[:1] == b"E":
+            if request[:1] in (b"E", b"Q"):
                 break
             if not alive:  # the grader asked again after an ending reply: tell it again
                 write_frame(1, b"S" + json.dumps({"gone": True}).encode())
@@ -169,8 +173,11 @@ class Server:
         status = self._finish(pid)
         os.close(req_w)
         os.close(rep_r)
-        oom = self._oom_kills() > oom_kills
-        write_frame(1, b"S" + json.dumps({"end": status, "output": _output(out), "oom": oom}).encode())
+        if request == b"E":
+            oom = self._oom_kills() > oom_kills
+            write_frame(1, b"S" + json.dumps({"end": status, "output": _output(out), "oom": oom}).encode())
+        else:
+            os.close(out)
         self._wipe()
         if request is None:
             sys.exit(0)

@@ -77,7 +77,6 @@ class WarmSandbox:
             raise ValueError(f"isolation must be auto, bwrap or fallback, got {isolation!r}")
         self.limits, self.isolation, self.guard, self.grace_s = limits, isolation, guard, grace_s
         self.broken = False
-        self._ending: float | None = None  # a program's deadline, while its end is not yet read
         self.uid = RUN_UIDS.acquire()
         self.cgroup = SandboxCgroup.create(limits.memory_mb, limits.processes)
         self.unbounded = "" if self.cgroup else "no memory/pids cgroup here: RLIMIT_AS, sized tmpfs and seccomp only"
@@ -130,26 +129,18 @@ class WarmSandbox:
         has loaded, all in one reply (see wait_loaded)."""
         if self.broken:
             raise SandboxError("sandbox already failed")
-        # Sent before the last program's end is read: the server, which ends that one first, finds
-        # it waiting, and the grader's part of a start overlaps the server's clean-up.
-        program = Program(self, source, calls)
-        self.settle()
-        return program
+        return Program(self, source, calls)
 
     def settle(self) -> None:
-        """Wait for the last program's clean-up, if the grader did not; SandboxError if it failed."""
+        """Between programs: wait until the server has ended the last one (killed, cleaned up after,
+        the next child forked); SandboxError if it does not say so in time."""
         if self.broken:
             raise SandboxError("sandbox already failed")
-        if self._ending is not None:
-            deadline, self._ending = self._ending, None
-            self._ended(deadline)
-
-    def _ended(self, deadline: float) -> dict:
-        kind, message = self._receive(deadline + self.grace_s)
-        if kind != "S" or "end" not in message:
+        self._send(b"P")
+        kind, message = self._receive(time.monotonic() + self.limits.wall_s + self.grace_s)
+        if kind != "S" or "idle" not in message:
             self.broken = True
-            raise SandboxError("the sandbox's server did not end the program")
-        return message
+            raise SandboxError("the sandbox's server did not settle")
 
     def close(self) -> None:
         self.broken = True
@@ -227,13 +218,17 @@ class Program:
 
     def end(self, wait: bool = True) -> ProgramEnd | None:
         """Kill the program and clean up after it. wait=False: the grader needs nothing more from it,
-        so the sandbox's server cleans up while the grader goes on, and the sandbox's next program
-        (or `settle`) collects its word."""
-        self.sandbox._send(b"E")
+        so the sandbox's server cleans up while the grader goes on, and says nothing (the grader's
+        next program can be started at once: the server ends this one first; if it cannot, that
+        program's first answer never comes, a SandboxError)."""
         if not wait:
-            self.sandbox._ending = self.deadline
+            self.sandbox._send(b"Q")
             return None
-        message = self.sandbox._ended(self.deadline)
+        self.sandbox._send(b"E")
+        kind, message = self.sandbox._receive(self.deadline + self.sandbox.grace_s)
+        if kind != "S" or "end" not in message:
+            self.sandbox.broken = True
+            raise SandboxError("the sandbox's server did not end the program")
         exit_code = self.exit_code if self.exit_code is not None else message["end"]
         return ProgramEnd(exit_code, message["output"], message["oom"])
 
