@@ -2,10 +2,11 @@
 
 A WarmSandbox is graders/sandbox.py's sandbox (bwrap namespaces, a uid of its own when the grader
 is root, read-only file system, sized tmpfs for /tmp, /dev/shm and the working directory) holding
-graders/sandbox_server.py, which forks a fresh child per program with its own rlimits, seccomp
-filter (graders/sandbox_seccomp.py) and audit-hook guard. Around the whole sandbox, where the
-machine allows one, a memory and pids cgroup (graders/cgroup.py); where it does not, `unbounded`
-names what is missing and every grade says so.
+graders/sandbox_server.py, which forks a fresh child per program (ahead of it, so a program's start
+waits for no fork) with its own rlimits, seccomp filter (graders/sandbox_seccomp.py: a part the
+server loads once for itself and every child, a short part per child) and audit-hook guard.
+Around the whole sandbox, where the machine allows one, a memory and pids cgroup
+(graders/cgroup.py); where it does not, `unbounded` names what is missing and every grade says so.
 
 A program answers calls of its functions on plain data with plain data (graders/plain_data.py),
 so the grader, not the program, decides what the answers mean: calls known in advance all at
