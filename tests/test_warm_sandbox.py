@@ -32,6 +32,13 @@ def test_plain_data_refuses_anything_else(value):
         plain_data.dumps(value)
 
 
+@pytest.mark.parametrize("value", [list(range(plain_data.MAX_ITEMS)), [(0,) * 1000] * 200, {i: i for i in range(100_000)}])
+def test_plain_data_refuses_more_than_its_values(value):
+    with pytest.raises(TypeError, match="more than"):
+        plain_data.dumps(value)
+    plain_data.dumps(value[:-1] if type(value) is list else dict(list(value.items())[:-1]))
+
+
 @pytest.mark.parametrize("text", [b'{"tuple": 1}', b'{"set": [[1]]}', b'{"a": 1, "b": 2}', b'{"dict": [[1]]}',
                                   b"[" * 100_000 + b"]" * 100_000, b"1" * 5000, b"not json"])
 def test_plain_data_decoding_trusts_nothing(text):
