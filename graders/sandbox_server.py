@@ -21,16 +21,17 @@ b"S" + this server's JSON ({"exit": ...}, {"timeout": true}, {"too_big": n}, or 
 {"end": exit status, "output": its head and tail, "oom": whether the memory cgroup's OOM killer
 ended a process of the program}, for b"E" only). A program is always ended before the next starts.
 
-Per program, as little as possible waits: each child is forked once the program before it has
-answered and set up (its descriptors, rlimits, its part of the seccomp filter) while the grader
-checks those answers and the program ends; it then waits on its request pipe. The server's own
-part of the filter is loaded once, before the first fork.
+Per program, as little as possible waits: two children are kept ready ahead of their programs,
+each forked once a program has answered (while the grader checks the answers) and set up while
+programs run (its descriptors, rlimits, its part of the seccomp filter, and a tiny program of its
+own, which pays the copy-on-write faults a first compile and answer cost); each then waits on
+its request pipe. The server's own part of the filter is loaded once, before the first fork.
 
 What the child cannot touch: this process is not dumpable (no /proc/<pid>/mem or fd/ for the
 same uid), the seccomp filters let it signal or ptrace no one but itself, and its only
 descriptors are its request and reply pipes and its output file, which has no name. After every
 program the child is killed, anything else left in the pid namespace too (looked for where the
-pids cgroup counts more processes than bwrap, this server and the next child), and the scratch
+pids cgroup counts more processes than bwrap, this server and the spare children), and the scratch
 directories are emptied.
 """
 import ctypes
@@ -48,6 +49,7 @@ import types
 
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4
 _OUTPUT_KEEP = 2048
+_SPARES = 2  # children set up ahead: one would still be setting up when the next program came
 _REQ_FD, _REP_FD = 3, 4  # the child's two pipe ends
 # A child that could not be limited exits with this before any program runs: no verdict. (A program
 # can fake it, and gain only that: a grade that is no verdict is no reward either.)
@@ -120,7 +122,9 @@ class Server:
         self.output_dir = init["output_dir"]  # where each child's unnamed output file lives
         self.pid_namespace = init["pid_namespace"]  # only there is every other process a program's
         self.modules = modules
-        self.spare = None  # (pid, request pipe, reply pipe, output) of a child set up ahead of its program
+        # Children set up ahead of their programs, (pid, request pipe, reply pipe, output) each: two,
+        # so that each has a whole program's time to get ready.
+        self.spares = []
         # The program memory cgroup's cgroup.procs, or None; moved above the fds a child sets up.
         self.cgroup_fd = init["cgroup_fd"] and _move_up(init["cgroup_fd"])
         self.pids_fd = init["pids_fd"]  # the sandbox's pids.current, or None
@@ -145,18 +149,18 @@ class Server:
         deadline = time.monotonic() + self.wall_s
         if self.pids_fd is not None and self.pids_idle is None:
             self.pids_idle = _read_count(self.pids_fd)  # bwrap and this server: nothing has forked yet
-        pid, req_w, rep_r, out = self.spare or self._fork()
-        self.spare = None
+        pid, req_w, rep_r, out = self.spares.pop(0) if self.spares else self._fork()
         oom_kills = self._oom_kills()  # the last program's all counted: it is dead
         try:
             write_frame(req_w, start)
         except BrokenPipeError:
             pass  # its set-up failed; _relay sees EOF and says how
         alive = self._relay(pid, rep_r, deadline)
-        # The next program's child, forked while the grader checks these answers and set up while
-        # this child dies: a program's start waits for no fork, and its first answer neither.
+        # A child for a program to come, forked while the grader checks these answers: a program's
+        # start waits for no fork, and its first answer neither.
         try:
-            self.spare = self._fork()
+            while len(self.spares) < _SPARES:
+                self.spares.append(self._fork())
         except OSError:
             pass  # no room (the pids cgroup full of this program's threads): forked at the next start
         while (request := read_frame(0, 1 << 24)) is not None:
@@ -220,13 +224,13 @@ class Server:
         except ChildProcessError:  # already reaped by _relay
             status = None
         # The child cannot fork, but if anything else lives in this pid namespace beside bwrap's
-        # init (pid 1), this server and the spare child, it is left over from a program: end it.
+        # init (pid 1), this server and the spare children, it is left over from a program: end it.
         # Where the sandbox's pids cgroup counts its processes, /proc is read only when it counts
         # more than those.
-        spare = self.spare[0] if self.spare else 0
-        if self.pid_namespace and (self.pids_fd is None or _read_count(self.pids_fd) > self.pids_idle + bool(spare)):
+        keep = {1, os.getpid()} | {spare[0] for spare in self.spares}
+        if self.pid_namespace and (self.pids_fd is None or _read_count(self.pids_fd) > self.pids_idle + len(self.spares)):
             for entry in os.listdir("/proc"):
-                if entry.isdigit() and int(entry) not in (1, os.getpid(), spare):
+                if entry.isdigit() and int(entry) not in keep:
                     _quiet(os.kill, int(entry), signal.SIGKILL)
         return status
 
@@ -301,6 +305,10 @@ class Server:
         seccomp.install(seccomp.child_filter(os.getpid()))  # on top of SERVER, inherited
         os.chdir(self.home)
         sys.argv = ["program.py"]
+        # Before any program: the first compile, run and answer in a forked child copy the pages of
+        # the interpreter's state they write (copy-on-write), hundreds of faults; done here, while
+        # the grader checks the last program, the next one's start does not pay them.
+        _warm_up(self.modules["plain_data"])
 
 
 def _serve(source: str, calls: list | None, modules: dict) -> None:
@@ -371,6 +379,17 @@ def _move_up(fd: int) -> int:
 
 def _read_count(fd: int) -> int:
     return int(os.pread(fd, 32, 0))
+
+
+_WARM_UP = "from typing import List\n\n\ndef f(xs: List[int]) -> List[int]:\n    return [x + 1 for x in xs]\n"
+
+
+def _warm_up(plain) -> None:
+    """What _serve does for a program, on a tiny one of its own whose traces go with it."""
+    namespace = {"__name__": "__main__"}
+    exec(compile(_WARM_UP, "warm-up.py", "exec"), namespace)
+    args = plain.decode(json.loads(json.dumps({"args": plain.encode([[1, 2]])}))["args"])
+    json.dumps({"value": plain.encode(namespace["f"](*args))}, separators=(",", ":")).encode()
 
 
 def _exception(exc: BaseException) -> str:

@@ -134,7 +134,7 @@ class WarmSandbox:
 
     def settle(self) -> None:
         """Between programs: wait until the server has ended the last one (killed, cleaned up after,
-        the next child forked); SandboxError if it does not say so in time."""
+        the next children forked); SandboxError if it does not say so in time."""
         if self.broken:
             raise SandboxError("sandbox already failed")
         self._send(b"P")
