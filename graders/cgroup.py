@@ -87,18 +87,19 @@ class SandboxCgroup:
         for group in self.sandbox:
             (group / "cgroup.procs").write_text(str(pid))
 
-    def program_procs_fd(self) -> int:
-        """An fd to write "0" to: the writer joins the program group. The caller closes it."""
-        return os.open(self.program / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
-
-    def oom_kills(self) -> int:
-        """How many processes the kernel's OOM killer has ended in the program group."""
-        name = "memory.events" if self.version == 2 else "memory.oom_control"
-        for line in (self.program / name).read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-        return 0
+    def server_fds(self) -> dict[str, int]:
+        """Descriptors for the sandbox's server, which sees no cgroup file system; the caller closes
+        them once it has passed them on.
+          cgroup_fd  the program group's cgroup.procs: a process that writes "0" to it joins;
+          pids_fd    the sandbox's pids.current (its processes and threads, programs' included);
+          oom_fd     the program group's memory.events (v2) or memory.oom_control (v1), whose
+                     "oom_kill N" line counts the processes the kernel's OOM killer has ended.
+        """
+        pids = self.made[0] if self.version == 2 else self.sandbox[-1]
+        oom = "memory.events" if self.version == 2 else "memory.oom_control"
+        return {"cgroup_fd": os.open(self.program / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC),
+                "pids_fd": os.open(pids / "pids.current", os.O_RDONLY | os.O_CLOEXEC),
+                "oom_fd": os.open(self.program / oom, os.O_RDONLY | os.O_CLOEXEC)}
 
     def memory_bytes(self) -> int:
         """Memory charged to the sandbox and its programs."""

@@ -91,12 +91,14 @@ class HumanEvalTask(SplitTask):
                 record["prompt"] + "\n\n" + record["test"], f"{record['task_id']} tests", "exec")
         try:
             calls = self._calls(sandbox, record, tests)
+            # Before the start: the sandbox's server is still ending the last program, so this costs
+            # the grader no wait.
+            namespace = _tests_namespace(record, tests)
             run = sandbox.program(source, calls)
         except SandboxError as exc:
             return Grade(reward=0.0, status="error", detail=f"sandbox failed: {exc}")
         verdict = None
         try:
-            namespace = _tests_namespace(record, tests)  # while the program loads and answers
             candidate = _Replay(run, record["entry_point"], calls, run.wait_loaded())
             _check(record, namespace, candidate)
             verdict = Grade(reward=1.0, status="pass", detail="")

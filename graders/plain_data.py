@@ -10,34 +10,40 @@ Standard library only: `encode` runs inside the sandbox too.
 import json
 
 MAX_ITEMS = 200_000  # values in one encoded result; past it the result is refused
-_TAGS = ("tuple", "set", "frozenset", "dict", "bytes", "complex")
-_SCALARS = (type(None), bool, int, float, str)
+# Exact types: a subclass may override __eq__, __repr__, anything. A scalar is passed as it is,
+# without a call: most values crossing are scalars or flat lists of them (the hot path).
+_SCALARS = frozenset({type(None), bool, int, float, str})
 
 
 def encode(value):
     """A JSON-serialisable form of `value`; TypeError for anything but builtin data."""
-    budget = [MAX_ITEMS]
-    return _encode(value, budget)
+    return value if type(value) in _SCALARS else _encode(value, [MAX_ITEMS - 1])
 
 
 def _encode(value, budget):
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise TypeError(f"more than {MAX_ITEMS} values")
-    kind = type(value)  # exact types: a subclass may override __eq__, __repr__, anything
-    if kind in _SCALARS:
-        return value
-    if kind is list:
-        return [_encode(v, budget) for v in value]
-    if kind in (tuple, set, frozenset):
-        return {kind.__name__: [_encode(v, budget) for v in value]}
+    """`value`, already counted against the budget, encoded; its members are counted here, all at once."""
+    kind = type(value)
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        _spend(budget, len(value))
+        members = [v if type(v) in _SCALARS else _encode(v, budget) for v in value]
+        return members if kind is list else {kind.__name__: members}
     if kind is dict:
-        return {"dict": [[_encode(k, budget), _encode(v, budget)] for k, v in value.items()]}
+        _spend(budget, 2 * len(value))
+        return {"dict": [[k if type(k) in _SCALARS else _encode(k, budget),
+                          v if type(v) in _SCALARS else _encode(v, budget)] for k, v in value.items()]}
     if kind is bytes:
         return {"bytes": value.hex()}
     if kind is complex:
         return {"complex": [value.real, value.imag]}
+    if kind in _SCALARS:
+        return value
     raise TypeError(f"a {kind.__qualname__} is not plain data")
+
+
+def _spend(budget: list, n: int) -> None:
+    budget[0] -= n
+    if budget[0] < 0:
+        raise TypeError(f"more than {MAX_ITEMS} values")
 
 
 def dumps(value) -> bytes:
@@ -57,7 +63,7 @@ def decode(obj):
     if kind in _SCALARS:
         return obj
     if kind is list:
-        return [decode(v) for v in obj]
+        return [v if type(v) in _SCALARS else decode(v) for v in obj]
     if kind is dict and len(obj) == 1:
         (tag, body), = obj.items()
         if tag in ("tuple", "set", "frozenset") and type(body) is list:

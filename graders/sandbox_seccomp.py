@@ -1,20 +1,25 @@
-"""A seccomp filter for one graded program: the kernel refuses what no graded function needs.
+"""Seccomp filters for graded programs: the kernel refuses what no graded function needs.
 
-Installed by graders/sandbox_server.py in each forked program child, after its limits and before
-the program's first line, so it binds the program and nothing else (the server itself must fork).
+Two filters, stacked (a process's filters all run on each syscall and the strictest answer wins):
+- SERVER, installed once by graders/sandbox_server.py in itself before its first program: the
+  rules that hold for the server as well as for every program, which inherit it across fork;
+- child_filter(pid), installed by each forked program child after its limits and before the
+  program's first line: the few rules the server itself must not be bound by (it forks, kills
+  and waits for its children). A short filter is quick for every child to load.
 Standard library only: this file's text runs inside the sandbox.
 
-The filter is classic BPF assembled here by hand (seccomp(2), "Filter programs"; the layout of
+The filters are classic BPF assembled here by hand (seccomp(2), "Filter programs"; the layout of
 struct seccomp_data and the return values are from <linux/seccomp.h>; syscall numbers from the
-x86_64 table). On any other architecture it refuses to install: the sandbox then fails closed.
+x86_64 table). On any other architecture they refuse to install: the sandbox then fails closed.
 
 Denied, the call returning EPERM (ENOSYS for clone3, so glibc falls back to clone for threads):
-- new processes and programs: fork, vfork, clone without CLONE_THREAD, execve, execveat. Threads
-  stay (the pids cgroup bounds them where there is one);
+- new processes and programs: fork, vfork, execve, execveat (SERVER); clone without CLONE_THREAD
+  (child). Threads stay (the pids cgroup bounds them where there is one);
 - memory no limit would count: memfd_create, memfd_secret, SysV and POSIX message-queue IPC
   (a SysV segment outlives its process);
-- reaching other processes: ptrace, process_vm_readv/writev, kcmp, pidfd_open/send_signal, and
-  kill, tgkill, rt_(tg)sigqueueinfo and prlimit64 aimed at any process but the program itself;
+- reaching other processes: ptrace, process_vm_readv/writev, kcmp, pidfd_send_signal, tkill
+  (SERVER); pidfd_open, and kill, tgkill, rt_(tg)sigqueueinfo and prlimit64 aimed at any
+  process but the program itself (child);
 - the network (socket, socketpair), namespaces and mounts, keys, bpf, perf, userfaultfd, io_uring,
   personality, device nodes, file handles, scheduling and memory placement of other processes.
 """
@@ -38,11 +43,11 @@ _JGE = 0x35  # BPF_JMP | BPF_JGE | BPF_K
 _JSET = 0x45  # BPF_JMP | BPF_JSET | BPF_K
 _RET = 0x06  # BPF_RET | BPF_K
 
-DENIED = {  # x86_64 syscall numbers
+DENIED = {  # x86_64 syscall numbers; in SERVER
     "fork": 57, "vfork": 58, "execve": 59, "execveat": 322,
     "memfd_create": 319, "memfd_secret": 447, "shmget": 29, "semget": 64, "msgget": 68, "mq_open": 240,
     "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312,
-    "pidfd_open": 434, "pidfd_send_signal": 424, "tkill": 200,
+    "pidfd_send_signal": 424, "tkill": 200,
     "socket": 41, "socketpair": 53,
     "unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161,
     "add_key": 248, "request_key": 249, "keyctl": 250, "bpf": 321, "perf_event_open": 298,
@@ -51,9 +56,9 @@ DENIED = {  # x86_64 syscall numbers
     "setpriority": 141, "sched_setscheduler": 144, "sched_setattr": 314, "ioprio_set": 251,
     "migrate_pages": 256, "move_pages": 279,
 }
-_CLONE, _CLONE3 = 56, 435
-# Allowed only when the first argument names the program itself (its pid) or, for kill and
-# prlimit64, 0 (its own process group; itself).
+_CLONE, _CLONE3, _PIDFD_OPEN = 56, 435, 434
+# In child_filter. Allowed only when the first argument names the program itself (its pid) or, for
+# kill and prlimit64, 0 (its own process group; itself).
 _SELF_ONLY = {"kill": (62, True), "tgkill": (234, False), "rt_sigqueueinfo": (129, False),
               "rt_tgsigqueueinfo": (297, False), "prlimit64": (302, True)}
 
@@ -62,18 +67,16 @@ def _op(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("=HBBI", code, jt, jf, k)  # struct sock_filter
 
 
-def program(own_pid: int) -> bytes:
+def child_filter(own_pid: int) -> bytes:
     """The filter for a program whose pid (as it sees it) is own_pid."""
-    code = bytearray(_TEMPLATE)
+    code = bytearray(_CHILD_TEMPLATE)
     for offset in _PID_OFFSETS:
         struct.pack_into("=I", code, offset, own_pid)
     return bytes(code)
 
 
-def _assemble() -> tuple[bytes, list[int]]:
-    """The filter with 0 for the program's pid, and the byte offsets of those k fields."""
-    ops, pid_ops = [], []
-    ops += [
+def _assemble_server() -> bytes:
+    ops = [
         _op(_LD_ABS, _ARCH),
         _op(_JEQ, _AUDIT_ARCH_X86_64, 1, 0),
         _op(_RET, _RET_KILL_PROCESS),
@@ -84,6 +87,14 @@ def _assemble() -> tuple[bytes, list[int]]:
     for nr in DENIED.values():
         ops += [_op(_JEQ, nr, 0, 1), _op(_RET, _RET_ERRNO | errno.EPERM)]
     ops += [_op(_JEQ, _CLONE3, 0, 1), _op(_RET, _RET_ERRNO | errno.ENOSYS)]
+    ops.append(_op(_RET, _RET_ALLOW))
+    return b"".join(ops)
+
+
+def _assemble_child() -> tuple[bytes, list[int]]:
+    """The child's filter with 0 for the program's pid, and the byte offsets of those k fields. It
+    checks no architecture: SERVER, under it, kills any call of another one first."""
+    ops, pid_ops = [_op(_LD_ABS, _NR), _op(_JEQ, _PIDFD_OPEN, 0, 1), _op(_RET, _RET_ERRNO | errno.EPERM)], []
     # clone: threads only. The block returns on every path, so the accumulator (now args[0]) never
     # reaches the checks after it; its first jump skips it whole with the syscall number kept.
     ops += [_op(_JEQ, _CLONE, 0, 4), _op(_LD_ABS, _ARG0_LOW), _op(_JSET, _CLONE_THREAD, 1, 0),
@@ -93,7 +104,7 @@ def _assemble() -> tuple[bytes, list[int]]:
         ops.append(_op(_JEQ, nr, 0, k + 3))
         ops.append(_op(_LD_ABS, _ARG0_LOW))
         pid_ops.append(len(ops))
-        ops.append(_op(_JEQ, 0, k, 0))  # the program's pid, filled in by `program`
+        ops.append(_op(_JEQ, 0, k, 0))  # the program's pid, filled in by `child_filter`
         if zero_too:
             ops.append(_op(_JEQ, 0, 1, 0))  # 0: its own process group
         ops += [_op(_RET, _RET_ERRNO | errno.EPERM), _op(_RET, _RET_ALLOW)]
@@ -102,7 +113,8 @@ def _assemble() -> tuple[bytes, list[int]]:
 
 
 # Built once, in the server before it forks; a child only writes its pid in.
-_TEMPLATE, _PID_OFFSETS = _assemble()
+SERVER = _assemble_server()
+_CHILD_TEMPLATE, _PID_OFFSETS = _assemble_child()
 
 
 class _SockFprog(ctypes.Structure):  # struct sock_fprog
@@ -113,11 +125,11 @@ class _SockFprog(ctypes.Structure):  # struct sock_fprog
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def install(own_pid: int) -> None:
-    """Bind the calling thread (a single-threaded forked child) and all it starts, irrevocably."""
+def install(code: bytes) -> None:
+    """Bind the calling thread (a single-threaded process) and all it starts to the filter `code`
+    (SERVER or a child_filter), irrevocably."""
     if platform.machine() != "x86_64":
         raise OSError(f"no seccomp filter for {platform.machine()}: refusing to run programs unfiltered")
-    code = program(own_pid)
     filters = ctypes.create_string_buffer(code, len(code))
     fprog = _SockFprog(len(code) // 8, ctypes.addressof(filters))
     pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2

@@ -2,10 +2,11 @@
 
 A WarmSandbox is graders/sandbox.py's sandbox (bwrap namespaces, a uid of its own when the grader
 is root, read-only file system, sized tmpfs for /tmp, /dev/shm and the working directory) holding
-graders/sandbox_server.py, which forks a fresh child per program with its own rlimits, seccomp
-filter (graders/sandbox_seccomp.py) and audit-hook guard. Around the whole sandbox, where the
-machine allows one, a memory and pids cgroup (graders/cgroup.py); where it does not, `unbounded`
-names what is missing and every grade says so.
+graders/sandbox_server.py, which forks a fresh child per program (ahead of it, so a program's start
+waits for no fork) with its own rlimits, seccomp filter (graders/sandbox_seccomp.py: a part the
+server loads once for itself and every child, a short part per child) and audit-hook guard.
+Around the whole sandbox, where the machine allows one, a memory and pids cgroup
+(graders/cgroup.py); where it does not, `unbounded` names what is missing and every grade says so.
 
 A program answers calls of its functions on plain data with plain data (graders/plain_data.py),
 so the grader, not the program, decides what the answers mean: calls known in advance all at
@@ -77,7 +78,6 @@ class WarmSandbox:
             raise ValueError(f"isolation must be auto, bwrap or fallback, got {isolation!r}")
         self.limits, self.isolation, self.guard, self.grace_s = limits, isolation, guard, grace_s
         self.broken = False
-        self._ending: float | None = None  # a program's deadline, while its end is not yet read
         self.uid = RUN_UIDS.acquire()
         self.cgroup = SandboxCgroup.create(limits.memory_mb, limits.processes)
         self.unbounded = "" if self.cgroup else "no memory/pids cgroup here: RLIMIT_AS, sized tmpfs and seccomp only"
@@ -92,31 +92,32 @@ class WarmSandbox:
         python = [_sandbox_python(), "-I", "-S", "-B", "-c", _SERVER]
         if self.isolation == "bwrap":
             argv, cwd, env = _bwrap_args(self.limits) + python, None, {}
-            home, scratch, output = _HOME, [_HOME, "/tmp", "/dev/shm"], "/tmp/.program-output"
+            home, scratch, output_dir = _HOME, [_HOME, "/tmp", "/dev/shm"], "/tmp"
         else:
             home = os.path.join(self.workdir, "home")
             os.mkdir(home)
             argv, cwd, env = python, self.workdir, {"HOME": home, "TMPDIR": home}
-            scratch, output = [home], os.path.join(self.workdir, "output")
+            scratch, output_dir = [home], self.workdir
             if self.uid is not None:
                 for path in (self.workdir, home):
                     os.chown(path, self.uid, self.uid)
         ids = {} if self.uid is None else {"user": self.uid, "group": self.uid, "extra_groups": []}
-        procs_fd = self.cgroup.program_procs_fd() if self.cgroup else None
+        fds = self.cgroup.server_fds() if self.cgroup else {"cgroup_fd": None, "pids_fd": None, "oom_fd": None}
+        passed = tuple(fd for fd in fds.values() if fd is not None)
         try:
             self.proc = _SPAWNER.submit(
                 subprocess.Popen, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                cwd=cwd, env=env, start_new_session=True, pass_fds=() if procs_fd is None else (procs_fd,), **ids,
+                cwd=cwd, env=env, start_new_session=True, pass_fds=passed, **ids,
             ).result()
         finally:
-            if procs_fd is not None:
-                os.close(procs_fd)
-        self._send({"modules": _MODULES, "home": home, "scratch": scratch, "output": output, "max_reply": MAX_REPLY,
-                    "pid_namespace": self.isolation == "bwrap", "cgroup_fd": procs_fd,
-                    "limits": {"wall_s": self.limits.wall_s, "cpu_s": self.limits.cpu_s,
-                               "memory_bytes": self.limits.memory_mb << 20, "file_bytes": self.limits.file_mb << 20,
-                               "processes": self.limits.processes if self.uid is not None else 0,
-                               "guard": self.guard}})
+            for fd in passed:
+                os.close(fd)
+        self._send_json({"modules": _MODULES, "home": home, "scratch": scratch, "output_dir": output_dir,
+                         "max_reply": MAX_REPLY, "pid_namespace": self.isolation == "bwrap", **fds,
+                         "limits": {"wall_s": self.limits.wall_s, "cpu_s": self.limits.cpu_s,
+                                    "memory_bytes": self.limits.memory_mb << 20, "file_bytes": self.limits.file_mb << 20,
+                                    "processes": self.limits.processes if self.uid is not None else 0,
+                                    "guard": self.guard}})
         ready = self._receive(time.monotonic() + _START_S)
         if ready[0] != "S" or "ready" not in ready[1]:
             raise SandboxError(f"sandbox did not start: {ready!r}"[:300])
@@ -127,23 +128,20 @@ class WarmSandbox:
     def program(self, source: str, calls: list[dict] | None = None) -> Program:
         """Start a program; `calls` (from `encode_call`), if known in advance, are answered as soon as it
         has loaded, all in one reply (see wait_loaded)."""
-        self.settle()
+        if self.broken:
+            raise SandboxError("sandbox already failed")
         return Program(self, source, calls)
 
     def settle(self) -> None:
-        """Wait for the last program's clean-up, if the grader did not; SandboxError if it failed."""
+        """Between programs: wait until the server has ended the last one (killed, cleaned up after,
+        the next children forked); SandboxError if it does not say so in time."""
         if self.broken:
             raise SandboxError("sandbox already failed")
-        if self._ending is not None:
-            deadline, self._ending = self._ending, None
-            self._ended(deadline)
-
-    def _ended(self, deadline: float) -> dict:
-        kind, message = self._receive(deadline + self.grace_s)
-        if kind != "S" or "end" not in message:
+        self._send(b"P")
+        kind, message = self._receive(time.monotonic() + self.limits.wall_s + self.grace_s)
+        if kind != "S" or "idle" not in message:
             self.broken = True
-            raise SandboxError("the sandbox's server did not end the program")
-        return message
+            raise SandboxError("the sandbox's server did not settle")
 
     def close(self) -> None:
         self.broken = True
@@ -170,9 +168,12 @@ class WarmSandbox:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def _send(self, message: dict) -> None:
+    def _send_json(self, message: dict, op: bytes = b"") -> None:
+        self._send(op + json.dumps(message).encode())
+
+    def _send(self, frame: bytes) -> None:
         try:
-            write_frame(self.proc.stdin.fileno(), json.dumps(message).encode())
+            write_frame(self.proc.stdin.fileno(), frame)
         except OSError as exc:
             self.broken = True
             raise SandboxError(f"sandbox gone: {exc}") from None
@@ -199,11 +200,10 @@ class Program:
     def __init__(self, sandbox: WarmSandbox, source: str, calls: list[dict] | None = None):
         self.sandbox = sandbox
         limits = sandbox.limits
-        self.oom_before = sandbox.cgroup.oom_kills() if sandbox.cgroup else 0
         self.deadline = time.monotonic() + limits.wall_s
         self.stopped: ProgramStopped | None = None
         self.exit_code: int | None = None  # set when the program exits before its end
-        sandbox._send({"op": "start", "source": source, "calls": calls})
+        sandbox._send_json({"source": source, "calls": calls}, b"S")
 
     def wait_loaded(self) -> list | None:
         """Returns once the program's top level has run (its functions exist), with the answers to
@@ -214,22 +214,24 @@ class Program:
         """What the program's function `name` returns on these (plain) arguments, as plain data."""
         if self.stopped is not None:
             raise self.stopped
-        self.sandbox._send({"op": "call", **encode_call(name, args, kwargs)})
+        self.sandbox._send_json(encode_call(name, args, kwargs), b"C")
         return self._answer()
 
     def end(self, wait: bool = True) -> ProgramEnd | None:
         """Kill the program and clean up after it. wait=False: the grader needs nothing more from it,
-        so the sandbox's server cleans up while the grader goes on, and the sandbox's next program
-        (or `settle`) collects its word."""
-        self.sandbox._send({"op": "end"})
+        so the sandbox's server cleans up while the grader goes on, and says nothing (the grader's
+        next program can be started at once: the server ends this one first; if it cannot, that
+        program's first answer never comes, a SandboxError)."""
         if not wait:
-            self.sandbox._ending = self.deadline
+            self.sandbox._send(b"Q")
             return None
-        message = self.sandbox._ended(self.deadline)
-        cgroup = self.sandbox.cgroup
-        oom = cgroup is not None and cgroup.oom_kills() > self.oom_before
+        self.sandbox._send(b"E")
+        kind, message = self.sandbox._receive(self.deadline + self.sandbox.grace_s)
+        if kind != "S" or "end" not in message:
+            self.sandbox.broken = True
+            raise SandboxError("the sandbox's server did not end the program")
         exit_code = self.exit_code if self.exit_code is not None else message["end"]
-        return ProgramEnd(exit_code, message["output"], oom)
+        return ProgramEnd(exit_code, message["output"], message["oom"])
 
     def _answer(self, loading: bool = False):
         kind, message = self.sandbox._receive(self.deadline + self.sandbox.grace_s)

@@ -94,9 +94,10 @@ HOSTILE = {
     "guard off, closes its reply pipe and spins": (
         GUARD_OFF + "    for fd in range(3, 64):\n        try:\n            os.close(fd)\n"
         "        except OSError:\n            pass\n    while True:\n        pass\n", "timeout", "limit"),
-    "replaces its output file with a link to the server's memory": (
-        "    import os\n    os.unlink('/tmp/.program-output')\n    os.symlink(f'/proc/{os.getppid()}/mem', '/tmp/.program-output')\n"
-        "    os._exit(3)\n", "fail", "exit code 3"),
+    # Its output file has no name (O_TMPFILE): links where one might be are never read.
+    "links the server's memory where an output file might be": (
+        "    import os\n    for path in ('/tmp/.program-output', '/tmp/output', './output'):\n"
+        "        os.symlink(f'/proc/{os.getppid()}/mem', path)\n    os._exit(3)\n", "fail", "exit code 3"),
     "output flood": ("    while True:\n        print('x' * 10000)\n", "sandbox_violation", "File too large"),
     "answer flood": ("    return 'x' * (4 << 20) if x == 0 else x + y\n", "fail", "no plain data"),
     "deeply nested answer": (
@@ -124,7 +125,8 @@ def test_hostile_completion_gets_no_reward_and_nothing_escapes(task, case):
     add = task.problem("HumanEval/53")
     assert task.grade(add, "    return x + y\n").status == "pass"
     sandbox = sandbox_of(task)
-    # bwrap, its pid-1 child, the server, and the child set up for the next program (the hostile one)
+    # bwrap, its pid-1 child, the server, and the two children set up for the next programs (the
+    # first, the lower pid, for the hostile one)
     pids = settled_processes(sandbox.cgroup) if sandbox.cgroup else None
     memory = sandbox.cgroup.memory_bytes() if sandbox.cgroup else None
     completion, status, detail = HOSTILE[case]
@@ -175,7 +177,7 @@ def test_a_sandbox_that_fails_gives_no_verdict_then_is_replaced(how):
     try:
         assert task.grade(add, "    return x + y\n").status == "pass"
         sandbox = sandbox_of(task)
-        server = _tree(sandbox.proc.pid)[2]  # bwrap, its pid-1 child, the server, the next program's child
+        server = _tree(sandbox.proc.pid)[2]  # bwrap, its pid-1 child, the server, the next programs' children
         hit = (lambda: os.kill(server, signal.SIGKILL)) if how == "killed" else (lambda: os.kill(server, signal.SIGSTOP))
         threading.Timer(0.3, hit).start()
         grade = task.grade(add, "    import time\n    time.sleep(0.8)\n    return x + y\n")
@@ -187,11 +189,11 @@ def test_a_sandbox_that_fails_gives_no_verdict_then_is_replaced(how):
 
 
 def settled_processes(cgroup) -> list[int]:
-    """The sandbox's processes once the server has set up the next program's child (4 in all)."""
+    """The sandbox's processes once the server has set up the next programs' children (5 in all)."""
     deadline = time.monotonic() + 2
-    while len(found := cgroup.processes()) != 4 and time.monotonic() < deadline:
+    while len(found := cgroup.processes()) != 5 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert len(found) == 4, found
+    assert len(found) == 5, found
     return found
 
 

@@ -2,14 +2,17 @@
 import math
 import os
 import platform
+import shutil
+import subprocess
 import threading
+import time
 
 import pytest
 
 from graders import plain_data
 from graders.humaneval_task import _Replay
 from graders.sandbox import Limits, bwrap_works
-from graders.warm_sandbox import ProgramRaised, WarmSandbox, encode_call
+from graders.warm_sandbox import ProgramRaised, WarmSandbox, _tree, encode_call
 
 needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bwrap missing or unusable here")
 
@@ -29,6 +32,13 @@ def test_plain_data_refuses_anything_else(value):
         plain_data.dumps(value)
 
 
+@pytest.mark.parametrize("value", [list(range(plain_data.MAX_ITEMS)), [(0,) * 1000] * 200, {i: i for i in range(100_000)}])
+def test_plain_data_refuses_more_than_its_values(value):
+    with pytest.raises(TypeError, match="more than"):
+        plain_data.dumps(value)
+    plain_data.dumps(value[:-1] if type(value) is list else dict(list(value.items())[:-1]))
+
+
 @pytest.mark.parametrize("text", [b'{"tuple": 1}', b'{"set": [[1]]}', b'{"a": 1, "b": 2}', b'{"dict": [[1]]}',
                                   b"[" * 100_000 + b"]" * 100_000, b"1" * 5000, b"not json"])
 def test_plain_data_decoding_trusts_nothing(text):
@@ -43,7 +53,8 @@ def test_seccomp_denies_processes_and_others_but_not_threads_or_self():
     pid = os.fork()
     if pid == 0:  # the child reports one character per check
         os.close(read)
-        sandbox_seccomp.install(os.getpid())
+        sandbox_seccomp.install(sandbox_seccomp.SERVER)  # as the server does, once
+        sandbox_seccomp.install(sandbox_seccomp.child_filter(os.getpid()))  # as each child does
         out = []
         for attempt in (os.fork, lambda: os.memfd_create("x"), lambda: os.kill(os.getppid(), 0),
                         lambda: os.execv("/bin/true", ["true"])):
@@ -97,5 +108,57 @@ def test_a_warm_sandbox_outlives_the_thread_that_started_it():
         run = sandbox.program("def f():\n    return 'alive'\n", [encode_call("f", (), {})])
         assert run.wait_loaded() == ["alive"]
         run.end()
+    finally:
+        sandbox.close()
+
+
+@needs_bwrap
+def test_each_program_starts_fresh_though_its_child_was_forked_while_the_last_one_ran():
+    sandbox = WarmSandbox(Limits(wall_s=5, cpu_s=5, memory_mb=256), "bwrap", guard=False)  # /tmp writable
+    try:
+        leave = ("import builtins, math, os, sys, threading, time\n"
+                 "builtins.left = 1\nmath.pi = 3\nsys.modules['left'] = math\nos.environ['LEFT'] = '1'\n"
+                 "open('/tmp/left', 'w').write('x')\nopen('left', 'w').write('x')\n"
+                 "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+                 "def f():\n    return os.getpid()\n")
+        run = sandbox.program(leave, [encode_call("f", (), {})])
+        (first,) = run.wait_loaded()
+        run.end(wait=False)
+        look = ("import builtins, math, os, sys, threading\n"
+                "def f():\n    return [hasattr(builtins, 'left'), math.pi == 3, 'left' in sys.modules, 'LEFT' in os.environ,\n"
+                "            os.listdir('/tmp'), os.listdir('.'), threading.active_count(), os.getpid()]\n")
+        run = sandbox.program(look, [encode_call("f", (), {})])
+        (seen,) = run.wait_loaded()
+        assert seen[:7] == [False, False, False, False, [], [], 1] and seen[7] != first
+        run.end()
+    finally:
+        sandbox.close()
+
+
+@needs_bwrap
+def test_a_process_left_in_the_sandbox_is_counted_by_the_pids_cgroup_and_killed():
+    # What a program that got round seccomp's fork ban would leave: a process of the sandbox's uid in
+    # its pid namespace and cgroup. The server looks through /proc only when pids.current counts
+    # more processes than bwrap, itself and the next program's child.
+    sandbox = WarmSandbox(Limits(wall_s=5, cpu_s=5, memory_mb=256), "bwrap")
+    try:
+        if sandbox.cgroup is None or sandbox.uid is None or shutil.which("nsenter") is None:
+            pytest.skip("needs a pids cgroup, root and nsenter")
+        run = sandbox.program("def f():\n    return 1\n", [encode_call("f", (), {})])
+        assert run.wait_loaded() == [1]
+        run.end()
+        server = _tree(sandbox.proc.pid)[2]  # bwrap, its pid-1 child, the server
+        uid = str(sandbox.uid)
+        enter = subprocess.Popen(["nsenter", "-t", str(server), "-p", "-S", uid, "-G", uid, "sleep", "60"])
+        deadline = time.monotonic() + 5
+        while len(tree := _tree(enter.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stray = tree[-1]  # the sleep, in the sandbox's pid namespace
+        sandbox.cgroup.add(stray)
+        run = sandbox.program("def f():\n    return 2\n", [encode_call("f", (), {})])
+        assert run.wait_loaded() == [2]
+        run.end()
+        assert enter.wait(timeout=5) == -9 or not os.path.exists(f"/proc/{stray}")
+        assert stray not in sandbox.cgroup.processes()
     finally:
         sandbox.close()
