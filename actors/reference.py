@@ -34,14 +34,15 @@ class ReferencePolicy:
 
     @torch.no_grad()
     def logprobs(self, batch: TraceBatch) -> np.ndarray:
-        """float32 [n, T] like batch.tokens: log π_ref of each token given the ones before it (0 in
-        column 0 and past each row's length)."""
+        """float32 [n, T] like batch.tokens: log π_ref of each sampled token (the attempts') given the
+        ones before it; 0 elsewhere (the loss reads no other)."""
         out = np.zeros(batch.tokens.shape, dtype=np.float32)
         for rows in micro_batches(batch.lengths, micro_batch_count(batch.lengths, self.micro_batch_tokens)):
             part = batch.select(rows)
             tokens = torch.from_numpy(part.tokens).to(self.device)
             lengths = torch.from_numpy(part.lengths).to(self.device)
-            logp = token_logprobs(self.model, tokens, lengths, self.temperature).cpu().numpy()
+            sampled = torch.from_numpy(part.segment > 0).to(self.device)
+            logp = token_logprobs(self.model, tokens, lengths, self.temperature, sampled).cpu().numpy()
             for row, values, length in zip(rows, logp, part.lengths):
                 out[row, :length] = values[:length]
         return out

@@ -10,17 +10,34 @@ import numpy as np
 import torch
 
 
-def token_logprobs(model, tokens: torch.Tensor, lengths: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def token_logprobs(model, tokens: torch.Tensor, lengths: torch.Tensor, temperature: float = 1.0,
+                   scored: torch.Tensor | None = None) -> torch.Tensor:
     """log π(tokens[:, t] | tokens[:, :t]) for t >= 1; column 0 (no context) is 0.
 
     Logits are divided by the sampling temperature, so the policy scored is the one sampled from.
+    `scored` (bool, like `tokens`): compute only these positions, 0 elsewhere. Training needs the
+    log-probs of the sampled tokens only (under half of a trace), and the output head and its
+    softmax over the vocabulary are most of the rest of a forward pass's elementwise work, so the
+    head sees only the hidden states that predict a scored token (as verl's and OpenRLHF's
+    log-prob functions gather response positions before the head). The model is still called as a
+    whole (FSDP2 gathers the head's weights in the root module's forward): a pre-hook on its
+    output head picks the rows.
     """
     positions = torch.arange(tokens.shape[1], device=tokens.device)
     attention = (positions[None, :] < lengths[:, None]).long()
-    logits = model(input_ids=tokens, attention_mask=attention).logits[:, :-1].float() / temperature
-    picked = torch.gather(logits, -1, tokens[:, 1:, None]).squeeze(-1)
+    if scored is None:
+        scored = (positions[None, :] > 0) & (attention > 0)
+    picks = scored[:, 1:]  # predicted by the hidden state one position earlier
+    pick_rows = lambda _module, args: (args[0][:, :-1][picks],)  # noqa: E731
+    hook = model.get_output_embeddings().register_forward_pre_hook(pick_rows)
+    try:
+        logits = model(input_ids=tokens, attention_mask=attention).logits.float() / temperature  # [picked, vocab]
+    finally:
+        hook.remove()
+    picked = torch.gather(logits, -1, tokens[:, 1:][picks][:, None]).squeeze(-1)
     logp = picked - torch.logsumexp(logits, dim=-1)
-    return torch.nn.functional.pad(logp, (1, 0))
+    out = torch.zeros(picks.shape, dtype=logp.dtype, device=logp.device).masked_scatter(picks, logp)
+    return torch.nn.functional.pad(out, (1, 0))
 
 
 def micro_batch_count(lengths: np.ndarray, budget_tokens: int) -> int:

@@ -162,3 +162,26 @@ def test_token_logprobs_match_a_manual_softmax_and_ignore_padding(tiny_model_dir
     assert got[0, 0] == 0
     for t in range(1, 4):
         assert float(got[0, t]) == pytest.approx(float(alone[t - 1, short[t]]), abs=1e-5)
+
+
+def test_scoring_only_some_positions_gives_their_log_probs_and_gradients(tiny_model_dir):
+    """token_logprobs(scored=...) runs the output head on the scored positions only: the same values
+    and the same gradients there as scoring every position, zeros elsewhere."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokens = torch.tensor([[5, 9, 14, 3, 1, 1], [7, 8, 9, 10, 11, 12]])
+    lengths = torch.tensor([4, 6])
+    scored = torch.tensor([[0, 0, 1, 1, 0, 0], [0, 1, 0, 1, 1, 0]], dtype=torch.bool)
+    every = token_logprobs(model, tokens, lengths, temperature=0.7)
+    (every * scored).sum().backward()
+    want_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    some = token_logprobs(model, tokens, lengths, temperature=0.7, scored=scored)
+    some.sum().backward()
+    torch.testing.assert_close(some[scored], every[scored], atol=1e-6, rtol=1e-5)
+    positions = torch.arange(tokens.shape[1])[None, :]
+    unscored = ~scored & (positions > 0) & (positions < lengths[:, None])
+    assert (some[~scored] == 0).all() and (every[unscored] != 0).all()
+    for got, want in zip((p.grad for p in model.parameters()), want_grads):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)

@@ -128,7 +128,7 @@ def test_the_reference_scores_training_batches_with_the_base_model_not_the_curre
     with torch.no_grad():
         want = token_logprobs(base, torch.from_numpy(batch.tokens), lengths, 0.7).numpy()
         policy = token_logprobs(scorer.engine.model, torch.from_numpy(batch.tokens), lengths, 0.7).numpy()
-    inside = np.arange(batch.tokens.shape[1])[None, :] < batch.lengths[:, None]
+    inside = batch.segment > 0  # the attempts' tokens: all the loss reads
     np.testing.assert_allclose(batch.ref_logprobs[inside], want[inside], atol=1e-5)
     assert (batch.ref_logprobs[~inside] == 0).all()
     assert np.abs(policy[inside] - want[inside]).max() > 1e-3, "the new weights changed nothing: vacuous"

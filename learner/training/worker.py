@@ -95,8 +95,9 @@ class LearnerWorker:
             shard = batch.select(rows[part])
             tokens, lengths = torch.from_numpy(shard.tokens), torch.from_numpy(shard.lengths)
             segment = torch.from_numpy(shard.segment)
-            logp = token_logprobs(self.model, tokens, lengths, self.temperature)
-            ref_logp = self._reference_logprobs(shard, tokens, lengths)
+            sampled = segment > 0  # the loss reads the attempts' tokens only
+            logp = token_logprobs(self.model, tokens, lengths, self.temperature, sampled)
+            ref_logp = self._reference_logprobs(shard, tokens, lengths, sampled)
             loss, part_stats = score_loss(
                 logp,
                 ref_logp,
@@ -111,7 +112,7 @@ class LearnerWorker:
             (loss * self.world_size).backward()  # gradients accumulate over the micro-batches
             for key, value in part_stats.items():
                 stats[key] = stats.get(key, 0.0) + value
-            mask = (segment > 0).numpy()
+            mask = sampled.numpy()
             # learner vs engine log-probs of the same sampled tokens: the engine's numerical gap,
             # plus the policy lag when the batch was sampled by older weights
             gaps.append(logp.detach().numpy()[mask] - shard.sample_logprobs[mask])
@@ -153,7 +154,8 @@ class LearnerWorker:
         count = micro_batch_count(lengths, self.micro_batch_tokens)
         return micro_batches(lengths, int(self._reduce({"count": float(count)}, dist.ReduceOp.MAX)["count"]))
 
-    def _reference_logprobs(self, shard: TraceBatch, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def _reference_logprobs(self, shard: TraceBatch, tokens: torch.Tensor, lengths: torch.Tensor,
+                            sampled: torch.Tensor) -> torch.Tensor:
         """log π_ref of the shard's tokens: as the rollout actor scored them, or computed here."""
         if shard.ref_logprobs is not None:
             return torch.from_numpy(shard.ref_logprobs)
@@ -161,7 +163,7 @@ class LearnerWorker:
             raise ValueError("a batch without reference log-probs reached a learner that holds no reference model "
                              "(cluster.reference_on=rollout: the rollout actors must score every training batch)")
         with torch.no_grad():
-            return token_logprobs(self.reference, tokens, lengths, self.temperature)
+            return token_logprobs(self.reference, tokens, lengths, self.temperature, sampled)
 
     def _reduce(self, values: dict[str, float], op) -> dict[str, float]:
         """The values over all ranks (summed, or their maximum)."""
