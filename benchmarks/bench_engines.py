@@ -1,16 +1,19 @@
 """Rollout engines compared: vLLM against the transformers fallback, same weights, same process.
 
-Three tables, no pass/fail:
+Four tables, no pass/fail:
   1. sampling throughput, 64 prompts x 64 new tokens, on the default tiny model and a ~40M one, in
      float32 (what the learner computes in; bfloat16 was slower on this CPU): vLLM eager and
      compiled against transformers' `model.generate` and our transformers engine, in turns;
   2. attempt 2 of SCoRe (prompt = attempt-1 prompt + attempt 1 + instruction) with vLLM's
      prefix cache on and off;
-  3. the time to load a new state dict in place, against its size.
+  3. both attempts of a default training batch (the default base, the built-in task: attempt 2's
+     prompt is shorter than 128 tokens) with the CPU build's KV blocks of 32 tokens (VLLMEngine's
+     choice) and its default 128, in turns: only whole blocks are cached;
+  4. the time to load a new state dict in place, against its size.
 
     python benchmarks/bench_engines.py [--sizes tiny,40M] [--repeats 3] [key=value ...]
 
-Trailing key=value pairs go to every VLLMEngine (e.g. max_num_seqs=64 block_size=32), so knobs
+Trailing key=value pairs go to every VLLMEngine (e.g. max_num_seqs=64 block_size=64), so knobs
 can be tried without editing anything. The machine's other load shows up in the numbers: on a
 shared 2-core box, run it alone and compare columns of one run, not runs.
 """
@@ -46,7 +49,7 @@ VLLM_VARIANTS = {
 }
 NUM_PROMPTS, PROMPT_LEN, NEW_TOKENS = 64, 32, 64
 SAMPLING = SamplingParams(max_new_tokens=NEW_TOKENS, temperature=1.0, seed=0)
-# attempt 2: 16 problems x k=4 samples; a problem longer than the CPU build's 128-token KV block,
+# attempt 2: 16 problems x k=4 samples; a problem longer than a KV block (128 tokens by default),
 # since only whole blocks are cached
 PROBLEMS, K, PROBLEM_LEN, INSTRUCTION_LEN = 16, 4, 256, 24
 
@@ -148,6 +151,34 @@ def bench_size(name: str, cfg: ModelConfig, workdir: Path, repeats: int, vllm_kw
     return row
 
 
+def two_attempts_by_block_size(repeats: int, blocks=(128, 32)) -> dict[int, float]:
+    """Best seconds to sample both attempts of a default training batch (the default base, 32
+    problems of the built-in task x 4 samples, 48 new tokens, T=1) with each KV block size, the
+    engines side by side and called in turns."""
+    from actors.turns import Turns
+    from learner.model.warmstart import ensure_base_model
+    from protos import load_config
+
+    task = make_task("sort")
+    model_dir = ensure_base_model(load_config(), task, log=lambda _: None)
+    engines = {block: VLLMEngine(model_dir, block_size=block) for block in blocks}
+    turns = Turns(engines[blocks[0]].tokenizer, task)
+    first_prompts = [turns.first(p) for p in task.train_problems(32, np.random.default_rng(0)) for _ in range(4)]
+    params = SamplingParams(max_new_tokens=48, temperature=1.0, seed=0)
+
+    def both_attempts(engine) -> None:
+        first = engine.generate(first_prompts, params)
+        engine.generate([turns.second(x, g.token_ids) for x, g in zip(first_prompts, first)], params)
+
+    for engine in engines.values():
+        both_attempts(engine)  # warm-up
+    best = dict.fromkeys(blocks, float("inf"))
+    for _ in range(repeats):
+        for block, engine in engines.items():
+            best[block] = min(best[block], best_seconds(1, lambda: both_attempts(engine)))
+    return best
+
+
 def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
     print(f"\n{title}")
     print("  ".join(f"{header:>14}" for header, _, _ in columns))
@@ -188,6 +219,13 @@ def main() -> None:
         rows,
         [("model", "model", "s"), ("cache off", "cache_off_s", ".2f"), ("cache on", "cache_on_s", ".2f"),
          ("speed-up", "cache_speedup", ".2f")],
+    )
+    blocks = two_attempts_by_block_size(args.repeats)
+    print_table(
+        "vLLM, both attempts of a default training batch (default base, 32 problems x 4, 48 new tokens), seconds, "
+        "by KV block size (best of interleaved repeats)",
+        [{"blocks": f"{blocks[128]:.2f}", "small": f"{blocks[32]:.2f}", "speedup": blocks[128] / blocks[32]}],
+        [("blocks of 128", "blocks", "s"), ("blocks of 32", "small", "s"), ("speed-up", "speedup", ".2f")],
     )
     print_table(
         "Weight update in place, seconds",

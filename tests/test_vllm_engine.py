@@ -62,7 +62,7 @@ def engine(model_dir):
 
 @pytest.fixture(scope="module")
 def prompts(reference):
-    # Lengths straddle the KV block (16 tokens on GPU, 128 on the CPU build): only whole blocks
+    # Lengths straddle the KV block (16 tokens on GPU, 32 on the CPU build here): only whole blocks
     # enter the prefix cache, and the weight-update test needs cached blocks to go stale.
     rng = np.random.default_rng(0)
     vocab = reference.model.config.vocab_size
