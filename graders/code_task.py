@@ -24,8 +24,8 @@ problem's specification (`Spec.__call__`, plain Python, never the answer's text)
 enters the sandbox, and nothing a program prints, raises or returns passes but the right values, of
 exactly the right types (an int, a list of ints). Everything the grader uses is rebuilt from the
 problem's id, so a grade depends on no field a caller could change. The hidden inputs are drawn with
-a seed derived from the id, and one of them holds every digit, so a wrong constant or comparison
-cannot pass by luck.
+a seed derived from the id, and one of them holds every digit in descending order, so no one-edit
+mistake (a constant off by one, the other comparison or operation, a step dropped) passes by luck.
 
 The held-out split is fixed (its own seed): 2000 problems, none of whose prompts is ever a training
 draw. A specification has a few thousand forms, so the same one may appear on both sides with
@@ -52,7 +52,8 @@ _HELD_OUT_SEED = 2_000_003  # fixed: the held-out split never depends on the run
 _DIGITS = 10  # items are 0..9
 _ENTRY = "f"
 
-# name: (words, symbol, function); filter thresholds are digits 1..8, so both sides are non-empty
+# name: (words, symbol, function). Filter thresholds are 2..7: either side of one holds two digits
+# or more, so a filter step never leaves a list that sorting would not change.
 _FILTERS = {"gt": ("keep the items above {c}", ">", operator.gt), "lt": ("keep the items below {c}", "<", operator.lt)}
 _MAPS = {
     "add": ("add {c} to each", "+", operator.add),
@@ -93,6 +94,13 @@ class Spec:
             else:
                 raise ValueError(f"not a code-task step: {step!r} in {key!r}")
         return cls(keep, map_, final)
+
+    @property
+    def idle_step(self) -> bool:
+        """A step the result (almost) never depends on: a map before a count, a filter above before the
+        largest, below before the smallest (every map is increasing). Its mistakes would pass the tests."""
+        return bool((self.map and self.final == "len")
+                    or (self.keep and (self.keep[0], self.final) in (("gt", "max"), ("lt", "min"))))
 
     def words(self) -> str:
         parts = [_FILTERS[self.keep[0]][0].format(c=self.keep[1])] if self.keep else []
@@ -147,11 +155,14 @@ class CodeTask(Task):
     # --- problems ---------------------------------------------------------------------------
 
     def _spec(self, rng: np.random.Generator) -> Spec:
-        kinds = rng.choice(3, size=int(rng.integers(1, self.max_steps + 1)), replace=False)
-        keep = (str(rng.choice(list(_FILTERS))), int(rng.integers(1, _DIGITS - 1))) if 0 in kinds else None
-        name = str(rng.choice(list(_MAPS))) if 1 in kinds else None
-        map_ = (name, int(rng.integers(2 if name == "mul" else 1, self.max_const + 1))) if name else None
-        return Spec(keep, map_, str(rng.choice(list(_FINALS))) if 2 in kinds else None)
+        while True:
+            kinds = rng.choice(3, size=int(rng.integers(1, self.max_steps + 1)), replace=False)
+            keep = (str(rng.choice(list(_FILTERS))), int(rng.integers(2, _DIGITS - 2))) if 0 in kinds else None
+            name = str(rng.choice(list(_MAPS))) if 1 in kinds else None
+            map_ = (name, int(rng.integers(2 if name == "mul" else 1, self.max_const + 1))) if name else None
+            spec = Spec(keep, map_, str(rng.choice(list(_FINALS))) if 2 in kinds else None)
+            if not spec.idle_step:
+                return spec
 
     def _draw(self, n: int, rng: np.random.Generator, exclude: set[str]) -> list[Problem]:
         out: list[Problem] = []
@@ -203,16 +214,15 @@ class CodeTask(Task):
 @lru_cache(maxsize=8192)  # a training step grades each problem 2k times
 def _cases(problem_id: str, hidden: int) -> tuple[Spec, list[tuple[list[int], object]]]:
     """The problem's specification and its (input, expected value) pairs: the prompt's examples, then
-    `hidden` inputs drawn with a seed of the id, the first a shuffle of every digit."""
+    `hidden` inputs: every digit, from 9 down (so a missing sort, a wrong threshold or constant shows),
+    then inputs drawn with a seed of the id."""
     prefix, key, *examples = problem_id.split("-")
     if prefix != "code" or not examples:
         raise ValueError("no code-<steps>-<examples> id")
     spec = Spec.parse(key)
     inputs = [[int(v) for v in xs.split(",") if v] for xs in examples]
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(problem_id.encode()).digest()[:8], "big"))
-    probe = rng.permutation(_DIGITS).tolist()
-    inputs += [probe if _defined(spec, probe) else _input(spec, rng, 3, 8)]
-    inputs += [_input(spec, rng, 0, 8) for _ in range(hidden - 1)]
+    inputs += [list(range(_DIGITS - 1, -1, -1))] + [_input(spec, rng, 0, 8) for _ in range(hidden - 1)]
     return spec, [(xs, spec(xs)) for xs in inputs]
 
 

@@ -1,11 +1,12 @@
 """The code task: its problems, and its grader in the real sandbox (no mocks)."""
 import os
 import signal
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from graders.code_task import CodeTask, Spec
+from graders.code_task import CodeTask, Spec, _cases
 from graders.registry import make_task
 from protos import Problem
 
@@ -44,6 +45,44 @@ def test_a_problem_is_a_short_function_with_its_spec_and_examples(task):
         assert len(p.answer) < 60  # a few dozen tokens at most
         digits = [7, 2, 9, 0, 4, 1, 8, 3, 6, 5]  # defined for every spec: each filter keeps one or more
         assert eval("lambda xs:" + p.answer)(digits) == spec(digits)  # the text is the function
+
+
+def mistakes(spec: Spec) -> list[Spec]:
+    """Every one-edit mistake of a spec: a constant off by one, the other comparison or operation, a step dropped."""
+    out = [replace(spec, keep=None), replace(spec, map=None), replace(spec, final=None)]
+    if spec.keep:
+        name, c = spec.keep
+        out += [replace(spec, keep=(name, c - 1)), replace(spec, keep=(name, c + 1)),
+                replace(spec, keep=({"gt": "lt", "lt": "gt"}[name], c))]
+    if spec.map:
+        name, c = spec.map
+        out += [replace(spec, map=(name, c - 1)), replace(spec, map=(name, c + 1))]
+        out += [replace(spec, map=(other, c)) for other in ("add", "sub", "mul") if other != name]
+    return [m for m in out if m != spec and (m.keep or m.map or m.final)]
+
+
+SHORT_LISTS = [[]] + [[a] for a in range(10)] + [[a, b] for a in range(10) for b in range(10)]
+
+
+def outcome(spec: Spec, xs: list[int]):
+    try:
+        return spec(xs)
+    except ValueError as exc:  # the largest of nothing
+        return str(exc)
+
+
+@pytest.mark.parametrize("steps", [2, 3])
+def test_the_tests_tell_every_one_edit_mistake_from_the_answer(steps):
+    """No wrong constant, comparison, operation or missing step passes the problem's cases by luck
+    (unless it is no mistake: the same function of lists of digits, as `x > 1` for `x > 2` before
+    subtracting 2 and summing)."""
+    task = CodeTask(max_steps_in_chain=steps)
+    for p in task.train_problems(500, np.random.default_rng(3)):
+        spec, cases = _cases(p.id, task.hidden_tests)
+        for wrong in mistakes(spec):
+            if all(outcome(wrong, xs) == outcome(spec, xs) for xs in SHORT_LISTS):
+                continue  # the same function
+            assert any(outcome(wrong, xs) != expected for xs, expected in cases), (p.id, wrong.expression())
 
 
 def test_every_reference_answer_passes(task):
