@@ -204,7 +204,7 @@ class CodeTask(Task):
             verdict = _compare(cases, run.wait_loaded() or [])
         except SandboxError as exc:
             return Grade(reward=0.0, status="error", detail=f"sandbox failed: {exc}")
-        except ProgramRaised as exc:  # at load: the program is not even valid Python
+        except ProgramRaised as exc:  # at load: a syntax error, say
             verdict = raised(str(exc))
         except ProgramStopped as exc:
             verdict = exc
@@ -221,8 +221,10 @@ def _cases(problem_id: str, hidden: int) -> tuple[Spec, list[tuple[list[int], ob
         raise ValueError("no code-<steps>-<examples> id")
     spec = Spec.parse(key)
     inputs = [[int(v) for v in xs.split(",") if v] for xs in examples]
+    probe = list(range(_DIGITS - 1, -1, -1))
+    spec(probe)  # ValueError where no list of digits has an answer (the largest above 9): none to draw
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(problem_id.encode()).digest()[:8], "big"))
-    inputs += [list(range(_DIGITS - 1, -1, -1))] + [_input(spec, rng, 0, 8) for _ in range(hidden - 1)]
+    inputs += [probe] + [_input(spec, rng, 0, 8) for _ in range(hidden - 1)]
     return spec, [(xs, spec(xs)) for xs in inputs]
 
 

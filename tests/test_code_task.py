@@ -125,9 +125,10 @@ def test_hostile_completions_never_pass(task, problem, completion, status):
 def test_the_grader_trusts_only_the_id(task, problem):
     forged = problem.model_copy(update={"answer": " 1", "prompt": "def f(xs):\n    return"})
     assert task.grade(forged, " 1").status == "fail"  # the tests come from the id, not the answer
-    foreign = Problem(id="sort-1-2", prompt="", answer="")
-    grade = task.grade(foreign, " xs")
-    assert grade.status == "error" and "not a code-task problem" in grade.detail
+    # another task's; a spec no list of digits has an answer to; an unknown step; no examples
+    for foreign in ("sort-1-2", "code-gt9.max-1,2", "code-up3-1,2", "code-sum"):
+        grade = task.grade(Problem(id=foreign, prompt="", answer=""), " xs")
+        assert grade.status == "error" and "not a code-task problem" in grade.detail
 
 
 def test_a_sandbox_that_died_gives_no_verdict(task, problem):
