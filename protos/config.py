@@ -107,6 +107,12 @@ class ScoreConfig(_Section):
         "a fast Stage II lets attempt 1 catch up with attempt 2 and closes the gap Stage I opened (docs/results/NOTES.md).",
     )
     alpha: float = Field(10.0, ge=0, description="Reward-shaping bonus on r2 - r1 (Stage II).")
+    normalize_advantages: bool = Field(
+        False,
+        description="RL methods: divide each attempt's advantages by their standard deviation over the step's batch, "
+        "so that both attempts weigh alike in the update (Stage II's shaped attempt-2 rewards span 1 + 2 alpha, "
+        "attempt 1's 1; under grad_clip the wider term sets the update's direction alone).",
+    )
     beta1: float = Field(0.01, ge=0, description="KL weight on every attempt.")
     beta2: float = Field(0.5, ge=0, description="Stage I KL weight on attempt 1.")
     temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (the learner scores at it too).")

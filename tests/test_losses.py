@@ -41,6 +41,25 @@ def test_stage_one_credits_only_attempt_two_and_stage_two_shapes_it():
     assert a1 == pytest.approx([1 - 0, 0 - 1 / 3, -1 / 3, -1 / 3])
 
 
+def test_normalized_advantages_weigh_both_attempts_alike():
+    """score.normalize_advantages: each attempt's advantages over their batch std, so Stage II's shaped
+    attempt 2 (rewards spanning 1 + 2 alpha) no longer outweighs attempt 1 ten to one; signs and order
+    kept, and an attempt with no advantage (Stage I's attempt 1) stays at zero."""
+    r1 = np.array([0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0])
+    r2 = np.array([1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+    g = np.repeat([0, 1], 4)
+    for stage in (1, 2):
+        plain = advantages(r1, r2, g, Objective(stage, alpha=10, beta1=0.01, beta2=0.1))
+        scaled = advantages(r1, r2, g, Objective(stage, alpha=10, beta1=0.01, beta2=0.1, normalize=True))
+        for p, s in zip(plain, scaled):
+            if np.any(p):
+                assert s == pytest.approx(p / p.std()) and s.std() == pytest.approx(1.0)
+            else:
+                assert not np.any(s)
+    plain1, plain2 = advantages(r1, r2, g, Objective(2, alpha=10, beta1=0.01, beta2=0.1))
+    assert plain2.std() > 10 * plain1.std()  # what it corrects: the shaped term's scale
+
+
 def _hand_batch():
     # Two traces. Row 0: ctx ctx y1 y1 ctx y2 pad ; row 1: ctx y1 ctx y2 y2 y2 pad(x1)
     segment = torch.tensor([[C, C, A1, A1, C, A2, C], [C, A1, C, A2, A2, A2, C]])

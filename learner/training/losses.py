@@ -74,6 +74,7 @@ class Objective:
     method: str = "score"
     lr: float | None = None  # the learner's step size under this objective; None = leave it as it is
     is_cap: float | None = None  # truncated importance sampling's cap C; None = no off-policy correction
+    normalize: bool = False  # each attempt's advantages over their batch std (score.normalize_advantages)
 
     def __post_init__(self):
         if self.stage not in (1, 2):
@@ -94,12 +95,14 @@ def stage_schedule(sc, off_policy: bool = False) -> list[tuple[Objective, int]]:
     sc.importance_ratio_cap unless that is unset; never for the offline baselines, whose supervised
     loss has no policy-gradient term to correct."""
     is_cap = sc.importance_ratio_cap if off_policy and sc.method not in OFFLINE else None
+    normalize = sc.normalize_advantages and sc.method not in IMITATION  # their "advantage" is a 0/1 weight
     if sc.method == "score":
         return [
-            (Objective(1, sc.alpha, sc.beta1, sc.beta2, lr=sc.lr, is_cap=is_cap), sc.stage1_steps),
-            (Objective(2, sc.alpha, sc.beta1, sc.beta2, lr=sc.stage2_lr or sc.lr, is_cap=is_cap), sc.stage2_steps),
+            (Objective(1, sc.alpha, sc.beta1, sc.beta2, lr=sc.lr, is_cap=is_cap, normalize=normalize), sc.stage1_steps),
+            (Objective(2, sc.alpha, sc.beta1, sc.beta2, lr=sc.stage2_lr or sc.lr, is_cap=is_cap, normalize=normalize),
+             sc.stage2_steps),
         ]
-    objective = Objective(1, sc.alpha, sc.beta1, sc.beta2, method=sc.method, lr=sc.lr, is_cap=is_cap)
+    objective = Objective(1, sc.alpha, sc.beta1, sc.beta2, method=sc.method, lr=sc.lr, is_cap=is_cap, normalize=normalize)
     return [(objective, sc.stage1_steps + sc.stage2_steps)]
 
 
@@ -117,15 +120,26 @@ def rloo(rewards: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 
 def advantages(r1: np.ndarray, r2: np.ndarray, groups: np.ndarray, obj: Objective) -> tuple[np.ndarray, np.ndarray]:
-    """Per-trace advantages for attempt 1 and attempt 2 under the stage's rewards."""
-    if obj.method == "single_turn":
-        return rloo(r1, groups), np.zeros_like(r2, dtype=np.float64)
+    """Per-trace advantages for attempt 1 and attempt 2 under the stage's rewards (each divided by
+    its standard deviation over the batch when obj.normalize)."""
     if obj.method in IMITATION:  # a weight, not an advantage: 1 on (wrong, right) traces, 0 elsewhere
         return np.zeros_like(r1, dtype=np.float64), ((r1 < 0.5) & (r2 > 0.5)).astype(np.float64)
-    if obj.stage == 1:
-        return np.zeros_like(r1, dtype=np.float64), rloo(r2, groups)
-    shaped = r2 + obj.alpha * (r2 - r1)
-    return rloo(r1, groups), rloo(shaped, groups)
+    zeros = np.zeros_like(r1, dtype=np.float64)
+    if obj.method == "single_turn":
+        adv1, adv2 = rloo(r1, groups), zeros
+    elif obj.stage == 1:
+        adv1, adv2 = zeros, rloo(r2, groups)
+    else:
+        adv1, adv2 = rloo(r1, groups), rloo(r2 + obj.alpha * (r2 - r1), groups)
+    if obj.normalize:
+        adv1, adv2 = _unit_std(adv1), _unit_std(adv2)
+    return adv1, adv2
+
+
+def _unit_std(adv: np.ndarray) -> np.ndarray:
+    """adv / its std over the batch (RLOO advantages have mean 0 per prompt already); all-zero stays zero."""
+    std = adv.std()
+    return adv / std if std > 1e-8 else adv
 
 
 def pair_count(adv2: np.ndarray, obj: Objective) -> int:
