@@ -22,8 +22,7 @@ b"S" + this server's JSON ({"exit": ...}, {"timeout": true}, {"too_big": n}, or 
 ended a process of the program}, for b"E" only). A program is always ended before the next starts.
 
 Per program, as little as possible waits: two children are kept ready ahead of their programs,
-each forked once a program is killed (while it dies: the kernel's work, which the server must wait
-out before it empties the scratch directories, runs on the other core) and set up while
+each forked once a program has answered (while the grader checks the answers) and set up while
 programs run (its descriptors, rlimits, its part of the seccomp filter, and a tiny program of its
 own, which pays the copy-on-write faults a first compile and answer cost); each then waits on
 its request pipe. The server's own part of the filter is loaded once, before the first fork.
