@@ -156,6 +156,13 @@ class Server:
         except BrokenPipeError:
             pass  # its set-up failed; _relay sees EOF and says how
         alive = self._relay(pid, rep_r, deadline)
+        # A child for a program to come, forked while the grader checks these answers: a program's
+        # start waits for no fork, and its first answer neither.
+        try:
+            while len(self.spares) < _SPARES:
+                self.spares.append(self._fork())
+        except OSError:
+            pass  # no room (the pids cgroup full of this program's threads): forked at the next start
         while (request := read_frame(0, 1 << 24)) is not None:
             if request[:1] in (b"E", b"Q"):
                 break
@@ -167,14 +174,6 @@ class Server:
             except BrokenPipeError:
                 pass  # it died; _relay sees EOF and says how
             alive = self._relay(pid, rep_r, deadline)
-        _quiet(os.kill, pid, signal.SIGKILL)
-        # A child for a program to come, forked while this one dies (the kernel's work, on the
-        # other core): a program's start waits for no fork, and the fork for nothing.
-        try:
-            while request is not None and len(self.spares) < _SPARES:
-                self.spares.append(self._fork())
-        except OSError:
-            pass  # no room (the pids cgroup still full of this program's threads): forked at the next start
         status = self._finish(pid)
         os.close(req_w)
         os.close(rep_r)
@@ -219,7 +218,7 @@ class Server:
         return False
 
     def _finish(self, pid: int):
-        """Once the killed child is dead: its exit status, and no process of a program left."""
+        _quiet(os.kill, pid, signal.SIGKILL)
         try:
             status = _describe(os.waitpid(pid, 0)[1])
         except ChildProcessError:  # already reaped by _relay
