@@ -16,8 +16,11 @@ values from the program.
 
 One round trip per program: the calls check() makes are recorded once per problem (and process)
 from the canonical solution, run in the sandbox like any program; a program is sent them all at
-start-up and answers them in one reply, which `_Replay` hands to check() call by call. A call off
-that script (a wrong answer that changed what check() does next) is a live round trip.
+start-up and answers them in one reply, which `_Replay` hands to check() call by call. A program
+that answered every call is ended before check() runs, so that its end overlaps check() and not the
+next program's start; a call off that script (rare: a wrong answer that changed what check() does
+next, a test that goes on past an exception) then runs the program again, every call a live round
+trip. One that stopped short (an exception) stays up for the live calls past it.
 """
 from __future__ import annotations
 
@@ -75,6 +78,17 @@ class HumanEvalTask(SplitTask):
                 record["prompt"] + "\n\n" + record["test"], f"{record['task_id']} tests", "exec")
         try:
             calls = self._calls(sandbox, record, tests)
+        except SandboxError as exc:
+            return Grade(reward=0.0, status="error", detail=f"sandbox failed: {exc}")
+        try:
+            return self._run(sandbox, record, source, tests, calls)
+        except _OffScript:  # rare: the program runs again, check() making every call live
+            return self._run(sandbox, record, source, tests, None)
+
+    def _run(self, sandbox, record: dict, source: str, tests, calls: list[dict] | None) -> Grade:
+        """One run of the program with check() on its answers; _OffScript where the program, ended
+        once it had answered every call in `calls`, would have to answer a call off that script."""
+        try:
             # Before the start: the sandbox's server is still ending the last program, so this costs
             # the grader no wait.
             namespace = _tests_namespace(record, tests)
@@ -83,7 +97,14 @@ class HumanEvalTask(SplitTask):
             return Grade(reward=0.0, status="error", detail=f"sandbox failed: {exc}")
         verdict = None
         try:
-            candidate = _Replay(run, record["entry_point"], calls, run.wait_loaded())
+            results = run.wait_loaded()
+            # Every call of the script answered: check() almost always needs no more of the program,
+            # so it is ended now, its death and the clean-up after it overlapping check() here
+            # instead of delaying the next program's start.
+            ended = calls is not None and len(results) == len(calls)
+            if ended:
+                run.end(wait=False)
+            candidate = _Replay(None if ended else run, record["entry_point"], calls, results)
             _check(record, namespace, candidate)
             verdict = Grade(reward=1.0, status="pass", detail="")
         except SandboxError as exc:
@@ -123,10 +144,16 @@ class HumanEvalTask(SplitTask):
         return self._recorded[record["task_id"]]
 
 
+class _OffScript(BaseException):
+    """check() went off the script of a program already ended. A BaseException: the tests' own
+    `except Exception` must not swallow it."""
+
+
 class _Replay:
     """The candidate as check() sees it: the answers given at start-up while check() makes the calls
     recorded from the canonical solution, in order; a live round trip for any call past or off that
-    script (a wrong answer that changes what check() does next, say)."""
+    script (a wrong answer that changes what check() does next, say), or _OffScript where `run` is
+    None (the program already ended)."""
 
     def __init__(self, run, name: str, calls: list[dict] | None, results: list | None):
         self.run, self.name = run, name
@@ -141,6 +168,8 @@ class _Replay:
                 raise ProgramRaised(str(result))
             return result
         self.next = len(self.script)  # off the script: live from here on
+        if self.run is None:
+            raise _OffScript
         return self.run.call(self.name, *args, **kwargs)
 
 

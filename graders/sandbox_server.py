@@ -23,8 +23,7 @@ ended a process of the program}, for b"E" only). A program is always ended befor
 
 Per program, as little as possible waits: two children are kept ready ahead of their programs,
 each forked once a program has answered (while the grader checks the answers) and set up while
-programs run (its descriptors, rlimits, its part of the seccomp filter, and a tiny program of its
-own, which pays the copy-on-write faults a first compile and answer cost); each then waits on
+programs run (its descriptors, rlimits, its part of the seccomp filter); each then waits on
 its request pipe. The server's own part of the filter is loaded once, before the first fork.
 
 What the child cannot touch: this process is not dumpable (no /proc/<pid>/mem or fd/ for the
@@ -305,10 +304,6 @@ class Server:
         seccomp.install(seccomp.child_filter(os.getpid()))  # on top of SERVER, inherited
         os.chdir(self.home)
         sys.argv = ["program.py"]
-        # Before any program: the first compile, run and answer in a forked child copy the pages of
-        # the interpreter's state they write (copy-on-write), hundreds of faults; done here, while
-        # the grader checks the last program, the next one's start does not pay them.
-        _warm_up(self.modules["plain_data"])
 
 
 def _serve(source: str, calls: list | None, modules: dict) -> None:
@@ -379,17 +374,6 @@ def _move_up(fd: int) -> int:
 
 def _read_count(fd: int) -> int:
     return int(os.pread(fd, 32, 0))
-
-
-_WARM_UP = "from typing import List\n\n\ndef f(xs: List[int]) -> List[int]:\n    return [x + 1 for x in xs]\n"
-
-
-def _warm_up(plain) -> None:
-    """What _serve does for a program, on a tiny one of its own whose traces go with it."""
-    namespace = {"__name__": "__main__"}
-    exec(compile(_WARM_UP, "warm-up.py", "exec"), namespace)
-    args = plain.decode(json.loads(json.dumps({"args": plain.encode([[1, 2]])}))["args"])
-    json.dumps({"value": plain.encode(namespace["f"](*args))}, separators=(",", ":")).encode()
 
 
 def _exception(exc: BaseException) -> str:

@@ -203,6 +203,7 @@ class Program:
         self.deadline = time.monotonic() + limits.wall_s
         self.stopped: ProgramStopped | None = None
         self.exit_code: int | None = None  # set when the program exits before its end
+        self.ended = False  # quietly ended (end(wait=False))
         sandbox._send_json({"source": source, "calls": calls}, b"S")
 
     def wait_loaded(self) -> list | None:
@@ -223,7 +224,9 @@ class Program:
         next program can be started at once: the server ends this one first; if it cannot, that
         program's first answer never comes, a SandboxError)."""
         if not wait:
-            self.sandbox._send(b"Q")
+            if not self.ended:  # a second quiet end (the grader ended it early) asks nothing more
+                self.sandbox._send(b"Q")
+                self.ended = True
             return None
         self.sandbox._send(b"E")
         kind, message = self.sandbox._receive(self.deadline + self.sandbox.grace_s)

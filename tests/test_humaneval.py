@@ -60,6 +60,23 @@ def test_all_canonical_solutions_pass_and_wrong_answers_fail(task):
     assert all(g.reward == 1.0 for g in grades[:164]) and all(g.reward == 0.0 for g in grades[164:])
 
 
+def test_a_check_past_the_script_of_an_ended_program_runs_it_again_live(task):
+    # A program that answered every recorded call is ended before check() runs; a check() that then
+    # makes a call off the script gets its verdict from a second run, every call live, never from
+    # the answers of two runs.
+    add = task.problem("HumanEval/53")
+    assert task.grade(add, "    return x + y\n").status == "pass"  # the script recorded
+    script = task._recorded[add.id]
+    try:
+        task._recorded[add.id] = script[:1]  # check() goes past it at its second call
+        assert task.grade(add, "    return x + y\n").status == "pass"
+        right_once = "    add.calls = getattr(add, 'calls', 0) + 1\n    return x + y if add.calls == 1 else 0\n"
+        grade = task.grade(add, right_once)
+        assert (grade.status, grade.reward) == ("fail", 0.0) and "a test failed" in grade.detail, grade
+    finally:
+        task._recorded[add.id] = script
+
+
 def test_completion_is_a_continuation_or_a_fenced_program():
     prompt = "def f(x):\n    \"\"\"Double x.\"\"\"\n"
     assert program_text(prompt, "    return 2 * x\n") == prompt + "    return 2 * x\n"
