@@ -32,3 +32,26 @@ class Task(ABC):
             # Every trace holds the instruction once, so it is weighted as in real sequences.
             texts += [p.prompt, p.answer, self.instruction]
         return texts
+
+
+class GeneratedTask(Task):
+    """A task that generates its problems: a fixed held-out split, drawn once with the task's own
+    seed (never the run's), and training draws that never repeat a held-out prompt."""
+
+    held_out_seed: int
+
+    @abstractmethod
+    def _draw(self, n: int, rng: np.random.Generator, exclude: set[str]) -> list[Problem]:
+        """n problems drawn with rng, none whose prompt is in exclude."""
+
+    def _split(self, held_out: int) -> None:
+        self._eval = self._draw(held_out, np.random.default_rng(self.held_out_seed), exclude=set())
+        self._eval_keys = {p.prompt for p in self._eval}
+
+    def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
+        return self._draw(n, rng, exclude=self._eval_keys)
+
+    def eval_problems(self, n: int) -> list[Problem]:
+        if n > len(self._eval):
+            raise ValueError(f"task.eval_offset + task.eval_size = {n} exceeds the held-out split ({len(self._eval)} problems)")
+        return self._eval[:n]

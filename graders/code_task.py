@@ -41,14 +41,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from graders.base import Task
+from graders.base import GeneratedTask
 from graders.registry import register_task
 from graders.sandbox import Limits
 from graders.verdicts import DETAIL_CHARS, finish, grade_in_sandbox, raised
 from graders.warm_sandbox import ProgramRaised, ProgramStopped, SandboxError, SandboxPool, WarmSandbox, encode_call
 from protos import Grade, Problem
 
-_HELD_OUT_SEED = 2_000_003  # fixed: the held-out split never depends on the run's seed
 _DIGITS = 10  # items are 0..9
 _ENTRY = "f"
 
@@ -127,8 +126,9 @@ class Spec:
 
 
 @register_task("code")
-class CodeTask(Task):
+class CodeTask(GeneratedTask):
     name = "code"
+    held_out_seed = 2_000_003
     instruction = (
         "\n# There might be an error in the code above. Check it against the comments and correct it.\n"
         "def f(xs):\n    return"
@@ -149,8 +149,7 @@ class CodeTask(Task):
         self.max_steps, self.max_const, self.examples, self.hidden_tests = max_steps_in_chain, max_const, examples, hidden_tests
         self.limits = Limits(wall_s=float(timeout_s), cpu_s=max(1, int(timeout_s)), memory_mb=memory_mb)
         self.pool = SandboxPool(self.limits, isolation)
-        self._eval = self._draw(held_out, np.random.default_rng(_HELD_OUT_SEED), exclude=set())
-        self._eval_keys = {p.prompt for p in self._eval}
+        self._split(held_out)
 
     # --- problems ---------------------------------------------------------------------------
 
@@ -176,14 +175,6 @@ class CodeTask(Task):
             problem_id = f"code-{spec.key}-" + "-".join(",".join(map(str, xs)) for xs in examples)
             out.append(Problem(id=problem_id, prompt=prompt, answer=" " + spec.expression()))
         return out
-
-    def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
-        return self._draw(n, rng, exclude=self._eval_keys)
-
-    def eval_problems(self, n: int) -> list[Problem]:
-        if n > len(self._eval):
-            raise ValueError(f"task.eval_offset + task.eval_size = {n} exceeds the held-out split ({len(self._eval)} problems)")
-        return self._eval[:n]
 
     # --- grading ----------------------------------------------------------------------------
 

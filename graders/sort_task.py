@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from graders.base import Task
+from graders.base import GeneratedTask
 from graders.registry import register_task
 from protos import Grade, Problem
 
-_HELD_OUT_SEED = 1_000_003  # fixed: the held-out split never depends on the run's seed
-
 
 @register_task("sort")
-class SortTask(Task):
+class SortTask(GeneratedTask):
     name = "sort"
+    held_out_seed = 1_000_003
     instruction = "\nThere might be an error in the answer above. Check it against the list and correct it.\nanswer:"
 
     def __init__(self, min_len: int = 5, max_len: int = 8, max_value: int = 99, held_out: int = 2000):
@@ -28,8 +27,7 @@ class SortTask(Task):
         if max_value < 1:
             raise ValueError(f"max_value must be >= 1, got {max_value}")
         self.min_len, self.max_len, self.max_value = min_len, max_len, max_value
-        self._eval = self._draw(held_out, np.random.default_rng(_HELD_OUT_SEED), exclude=set())
-        self._eval_keys = {p.prompt for p in self._eval}
+        self._split(held_out)
 
     def _draw(self, n: int, rng: np.random.Generator, exclude: set[str]) -> list[Problem]:
         out: list[Problem] = []
@@ -42,14 +40,6 @@ class SortTask(Task):
             answer = " " + " ".join(map(str, sorted(values)))
             out.append(Problem(id=f"sort-{'-'.join(map(str, values))}", prompt=prompt, answer=answer))
         return out
-
-    def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
-        return self._draw(n, rng, exclude=self._eval_keys)
-
-    def eval_problems(self, n: int) -> list[Problem]:
-        if n > len(self._eval):
-            raise ValueError(f"task.eval_offset + task.eval_size = {n} exceeds the held-out split ({len(self._eval)} problems)")
-        return self._eval[:n]
 
     def grade(self, problem: Problem, completion: str) -> Grade:
         expected = problem.answer.split()
