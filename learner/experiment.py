@@ -33,6 +33,9 @@ Methods (each a RunConfig, so `python -m learner.main --set ...` runs any of the
   pair_sft     the paper's Pair-SFT: SFT on the base model's wrong first attempts, each followed by a
                correct response to the same problem (score.method=pair_sft)
 
+The `code` suite runs the base, SCoRe, SCoRe without shaping and single-turn RL on the code task
+(graders/code_task.py: programs graded in the warm sandbox during training), with the same protocol.
+
 The `offpolicy` suite runs SCoRe with rollouts one step ahead of the learner (cluster.max_policy_lag=1,
 in one process the same schedule as on Ray) with and without the importance-ratio correction
 (score_lag1, score_lag1_no_is), next to on-policy SCoRe, on the validation slice.
@@ -93,6 +96,19 @@ SUITES: dict[str, dict] = {
         "seeds": [0, 1, 2],
         "methods": ["score", "score_lag1", "score_lag1_no_is"],
         "settings": RECIPE,
+    },
+    "code": {
+        # the code task (graders/code_task.py), graded in the warm sandbox inside the training loop:
+        # the base, SCoRe, its α = 0 ablation and single-turn RL, with the built-in task's recipe and
+        # grid. The task's settings are cluster/configs/code.yaml's, so its cached base is shared.
+        "seeds": [0, 1, 2],
+        "methods": ["base", "single_turn", "no_shaping", "score"],
+        "settings": RECIPE + [
+            "task.name=code", "task.params.max_steps_in_chain=2", "task.params.max_const=5",
+            "task.params.timeout_s=1.0", "task.params.memory_mb=512", "task.params.isolation=auto",
+            "score.max_new_tokens=32",
+        ],
+        "lrs": [1e-4, 3e-4, 1e-3],
     },
     "quick": {
         "seeds": [0, 1],

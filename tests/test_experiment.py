@@ -116,3 +116,19 @@ def test_every_trained_method_gets_the_same_learning_rate_grid():
     score = stage_schedule(run_config(suite["settings"], "score@0.0003", 0).score)
     no_stage1 = [(o.stage, n, o.lr) for o, n in stage_schedule(run_config(suite["settings"], "no_stage1@0.0003", 0).score) if n]
     assert [o.lr for o, _ in score] == [3e-4, 3e-5] and no_stage1 == [(2, 70, 3e-4)]
+
+
+def test_the_code_suite_runs_the_code_task_on_the_code_configs_base():
+    """The code suite's runs are the code task with cluster/configs/code.yaml's task settings, so they
+    share its warm-started base (one cache key), and they keep the protocol's grid and budget."""
+    from learner.experiment import SUITES, run_config, variants
+    from learner.model.warmstart import cache_key
+    from protos import load_config
+
+    suite = SUITES["code"]
+    shipped = cache_key(load_config("cluster/configs/code.yaml"))
+    for name in variants(suite["methods"], suite["lrs"]):
+        cfg = run_config(suite["settings"], name, seed=0)
+        assert cfg.task.name == "code" and cache_key(cfg) == shipped, name
+        if name != "base":
+            assert cfg.score.stage1_steps + cfg.score.stage2_steps == 70
