@@ -113,6 +113,13 @@ class ScoreConfig(_Section):
         "so that both attempts weigh alike in the update (Stage II's shaped attempt-2 rewards span 1 + 2 alpha, "
         "attempt 1's 1; under grad_clip the wider term sets the update's direction alone).",
     )
+    attempt2_baseline: Literal["prompt", "attempt1"] = Field(
+        "prompt",
+        description="Stage II's attempt-2 baseline. prompt: the shaped reward's leave-one-out mean over the prompt's "
+        "other samples (RLOO). attempt1: also its part that attempt 1 fixed, -alpha * r1, subtracted exactly (a "
+        "baseline may depend on attempt 2's prompt, which holds attempt 1): the same expected gradient, without the "
+        "noise of alpha * (r1 - the others' r1) on every attempt-2 token; the advantage is (1 + alpha) * RLOO(r2).",
+    )
     beta1: float = Field(0.01, ge=0, description="KL weight on every attempt.")
     beta2: float = Field(0.5, ge=0, description="Stage I KL weight on attempt 1.")
     temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (the learner scores at it too).")

@@ -41,6 +41,29 @@ def test_stage_one_credits_only_attempt_two_and_stage_two_shapes_it():
     assert a1 == pytest.approx([1 - 0, 0 - 1 / 3, -1 / 3, -1 / 3])
 
 
+def test_the_attempt1_baseline_removes_only_noise_from_stage2():
+    """score.attempt2_baseline=attempt1: Stage II's attempt-2 advantage loses the part fixed by attempt 1
+    (-α·r1), leaving (1 + α)·RLOO(r2); what it drops from plain RLOO is zero on average over attempt
+    2's samples from each attempt 1 (the same expected gradient), and nonzero trace by trace."""
+    r1 = np.array([1.0, 0.0, 0.0, 1.0])
+    r2 = np.array([1.0, 1.0, 0.0, 0.0])
+    g = np.zeros(4, dtype=int)
+    plain1, plain2 = advantages(r1, r2, g, Objective(2, alpha=10, beta1=0.01, beta2=0.1))
+    exact1, exact2 = advantages(r1, r2, g, Objective(2, alpha=10, beta1=0.01, beta2=0.1, attempt1_baseline=True))
+    assert exact1 == pytest.approx(plain1)
+    assert exact2 == pytest.approx(11 * np.array([1 - 1 / 3, 1 - 1 / 3, -2 / 3, -2 / 3]))
+    dropped = plain2 - exact2
+    # -α·RLOO(r1): a function of attempt 1 alone, so zero on average over the attempts 2 that follow it
+    assert dropped == pytest.approx(-10 * (r1 - (r1.sum() - r1) / 3)) and np.abs(dropped).max() > 5
+    # Stage I has no shaping, so nothing to remove; the schedule sets it on Stage II only
+    assert advantages(r1, r2, g, Objective(1, 10, 0.01, 0.1, attempt1_baseline=True))[1] == pytest.approx(
+        advantages(r1, r2, g, Objective(1, 10, 0.01, 0.1))[1])
+    from learner.training.losses import stage_schedule
+    from protos import load_config
+    schedule = stage_schedule(load_config(None, ["score.attempt2_baseline=attempt1"], check_paths=False).score)
+    assert [o.attempt1_baseline for o, _ in schedule] == [False, True]
+
+
 def test_normalized_advantages_weigh_both_attempts_alike():
     """score.normalize_advantages: each attempt's advantages over their batch std, so Stage II's shaped
     attempt 2 (rewards spanning 1 + 2 alpha) no longer outweighs attempt 1 ten to one; signs and order

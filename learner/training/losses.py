@@ -75,6 +75,7 @@ class Objective:
     lr: float | None = None  # the learner's step size under this objective; None = leave it as it is
     is_cap: float | None = None  # truncated importance sampling's cap C; None = no off-policy correction
     normalize: bool = False  # each attempt's advantages over their batch std (score.normalize_advantages)
+    attempt1_baseline: bool = False  # Stage II: -α·r1 subtracted from attempt 2's shaped reward exactly (score.attempt2_baseline)
 
     def __post_init__(self):
         if self.stage not in (1, 2):
@@ -99,8 +100,8 @@ def stage_schedule(sc, off_policy: bool = False) -> list[tuple[Objective, int]]:
     if sc.method == "score":
         return [
             (Objective(1, sc.alpha, sc.beta1, sc.beta2, lr=sc.lr, is_cap=is_cap, normalize=normalize), sc.stage1_steps),
-            (Objective(2, sc.alpha, sc.beta1, sc.beta2, lr=sc.stage2_lr or sc.lr, is_cap=is_cap, normalize=normalize),
-             sc.stage2_steps),
+            (Objective(2, sc.alpha, sc.beta1, sc.beta2, lr=sc.stage2_lr or sc.lr, is_cap=is_cap, normalize=normalize,
+                       attempt1_baseline=sc.attempt2_baseline == "attempt1"), sc.stage2_steps),
         ]
     objective = Objective(1, sc.alpha, sc.beta1, sc.beta2, method=sc.method, lr=sc.lr, is_cap=is_cap, normalize=normalize)
     return [(objective, sc.stage1_steps + sc.stage2_steps)]
@@ -129,6 +130,11 @@ def advantages(r1: np.ndarray, r2: np.ndarray, groups: np.ndarray, obj: Objectiv
         adv1, adv2 = rloo(r1, groups), zeros
     elif obj.stage == 1:
         adv1, adv2 = zeros, rloo(r2, groups)
+    elif obj.attempt1_baseline:
+        # r̂2 = (1 + α)·r2 − α·r1, and −α·r1 is fixed before attempt 2 is sampled: subtracted exactly, it
+        # leaves (1 + α)·RLOO(r2). Plain RLOO of r̂2 adds −α·RLOO(r1), zero in expectation on attempt 2's
+        # tokens but as large as the signal: the same expected gradient with that noise gone.
+        adv1, adv2 = rloo(r1, groups), (1 + obj.alpha) * rloo(r2, groups)
     else:
         adv1, adv2 = rloo(r1, groups), rloo(r2 + obj.alpha * (r2 - r1), groups)
     if obj.normalize:
