@@ -6,6 +6,11 @@ discount 0: the tokens of each attempt are credited with that attempt's own (sha
     Stage I :  L = -A(r2)·log π(y2)               + β2·KL_1 + β1·KL_2
     Stage II:  L = -A(r1)·log π(y1) - A(r̂2)·log π(y2) + β1·KL_1 + β1·KL_2,   r̂2 = r2 + α(r2 − r1)
 
+With discount 0 the bonus reaches attempt 2's tokens only, and its −α·r1 is fixed before attempt 2 is
+sampled (attempt 1 is in attempt 2's prompt): in expectation it adds nothing to the gradient, so the
+shaped reward acts as (1 + α)·r2, attempt 2 weighted 1 + α to attempt 1's 1; −α·r1 adds only noise,
+which score.attempt2_baseline=attempt1 removes.
+
 The paper's baselines are variants of the same loss (`Objective.method`), so every method of the
 experiment suite (learner/experiment.py) trains through the same rollout, learner and evaluation:
     single_turn:  L = -A(r1)·log π(y1) + β1·KL_1            (attempt 2 is masked out entirely:
