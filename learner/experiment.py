@@ -214,6 +214,8 @@ def run_one(cfg_json: str, base_dir: str, out_dir: str, threads: int) -> dict:
     cfg = RunConfig.model_validate_json(cfg_json)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)  # an unfinished earlier try's records
+    (out / "config.json").write_text(cfg_json)  # what a later suite in this runs directory compares to reuse it
     records: list[dict] = []
 
     def on_record(r: dict) -> None:
@@ -251,6 +253,16 @@ def run_one(cfg_json: str, base_dir: str, out_dir: str, threads: int) -> dict:
 
 def _worker(args):
     return args[0], args[1], run_one(*args[2:])
+
+
+def finished_run(cfg: RunConfig, run_dir: Path) -> dict | None:
+    """The summary of a run already finished in `run_dir` with exactly this configuration, or None: a
+    suite given the runs directory of an interrupted one (--runs-dir) redoes only what is missing."""
+    try:
+        same = RunConfig.model_validate_json((run_dir / "config.json").read_text()) == cfg
+        return json.loads((run_dir / "summary.json").read_text()) if same else None
+    except (OSError, ValueError):
+        return None
 
 
 def aggregate(method: str, summaries: list[dict]) -> dict:
@@ -372,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
                         "reported slice (held-out problems 0-999); without it the suite evaluates on validation "
                         "(1000-1999) and refuses the reported slice")
     parser.add_argument("--out", help="where the table, JSON and plots go (default: the runs directory)")
-    parser.add_argument("--runs-dir", help="where each run's metrics and logs go (default: runs/experiment-<suite>-<time>)")
+    parser.add_argument("--runs-dir", help="where each run's metrics and logs go (default: runs/experiment-<suite>-<time>); "
+                        "runs already finished there with the same configuration are reused, not run again")
     args = parser.parse_args(argv)
     suite_name = "quick" if args.quick else args.suite
     suite = SUITES[suite_name]
@@ -399,11 +412,17 @@ def main(argv: list[str] | None = None) -> int:
     configs = {(m, s): run_config(settings, m, s) for m in methods for s in seeds}
     # longest first (the base row has no training) so that the pool's tail is short
     order = sorted(configs, key=lambda ms: -(configs[ms].score.stage1_steps + configs[ms].score.stage2_steps))
-    jobs = [(m, s, configs[m, s].model_dump_json(), base_dir, str(run_root / f"{m}-s{s}"), args.threads) for m, s in order]
-    log(f"suite {suite_name}: {len(methods)} methods x {len(seeds)} seeds, {min(args.jobs, len(jobs))} at a time -> {out}")
-    started = time.perf_counter()
     runs: dict[tuple[str, int], dict] = {}
-    with mp.get_context("spawn").Pool(min(args.jobs, len(jobs)), maxtasksperchild=1) as pool:
+    for m, s in order:
+        if (summary := finished_run(configs[m, s], run_root / f"{m}-s{s}")) is not None:
+            runs[(m, s)] = summary
+            log(f"{m} seed {s}: finished before in {run_root / f'{m}-s{s}'}, reused")
+    jobs = [(m, s, configs[m, s].model_dump_json(), base_dir, str(run_root / f"{m}-s{s}"), args.threads)
+            for m, s in order if (m, s) not in runs]
+    at_once, reused = max(1, min(args.jobs, len(jobs))), len(runs)
+    log(f"suite {suite_name}: {len(methods)} methods x {len(seeds)} seeds, {len(jobs)} to run, {at_once} at a time -> {out}")
+    started = time.perf_counter()
+    with mp.get_context("spawn").Pool(at_once, maxtasksperchild=1) as pool:
         for method, seed, summary in pool.imap_unordered(_worker, jobs):
             runs[(method, seed)] = summary
             f = summary["final"]
@@ -420,15 +439,16 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     header = (
         f"{held_out_label(base_cfg.task).capitalize()}, greedy, % of problems; mean ± std over seeds "
-        f"{seeds}. Suite `{suite_name}`, {len(methods) * len(seeds)} runs, {wall / 60:.1f} min wall "
-        f"({min(args.jobs, len(jobs))} at a time on {os.cpu_count()} cores)."
+        f"{seeds}. Suite `{suite_name}`, {len(methods) * len(seeds)} runs"
+        + (f" ({reused} finished by an earlier invocation, reused)" if reused else "")
+        + f", {wall / 60:.1f} min wall ({at_once} at a time on {os.cpu_count()} cores)."
     )
     comparisons = add_statistics(rows, runs, seeds)
     table = markdown_table(rows, header) + "\n" + statistics_tables(rows, comparisons)
     result = {
         "suite": suite_name, "command": "python -m learner.experiment " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": settings, "config": base_cfg.model_dump(mode="json"), "base_model": base_dir, "runs_dir": str(run_root),
-        "seeds": seeds, "lrs": lrs, "report": args.report, "wall_s": round(wall, 1), "cores": os.cpu_count(), "jobs": min(args.jobs, len(jobs)),
+        "seeds": seeds, "lrs": lrs, "report": args.report, "wall_s": round(wall, 1), "cores": os.cpu_count(), "jobs": at_once, "reused": reused,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "rows": rows, "score_vs": comparisons,
         "curves": {f"{m}-s{s}": {"evals": r["evals"], "train_reward": r["train_reward"]} for (m, s), r in sorted(runs.items())},

@@ -1,5 +1,6 @@
 """`python -m learner.experiment --quick`: every method of the suite runs and the table and plots are written."""
 import json
+import re
 import subprocess
 import sys
 
@@ -57,6 +58,22 @@ def test_quick_suite_runs_every_method_and_writes_the_table(tmp_path):
     # each run's held-out evaluations and training records are kept
     evals = result["curves"]["score-s0"]["evals"]
     assert [e["step"] for e in evals] == [0, 2, 4]
+
+    # The same suite again on this runs directory, one run left unfinished (its summary gone, as when a
+    # suite is stopped mid-run): the finished runs are reused, only that one runs again, and it comes out
+    # as it did the first time.
+    (tmp_path / "runs" / "score-s1" / "summary.json").unlink()
+    again = subprocess.run(
+        [sys.executable, "-m", "learner.experiment", "--quick", "--methods", "base,score", "--out", str(tmp_path / "again"),
+         "--runs-dir", str(tmp_path / "runs"), "--set", f"model.cache_dir={tmp_path / 'models'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    reused = set(re.findall(r"\] (\w+) seed (\d): finished before", again.stdout))
+    assert reused == {("base", "0"), ("base", "1"), ("score", "0")} and "1 to run" in again.stdout
+    second = {r["method"]: r for r in json.loads((tmp_path / "again" / "quick.json").read_text())["rows"]}
+    for method in ("base", "score"):
+        assert second[method]["per_seed"] == rows[method]["per_seed"]
 
 
 def test_tuning_refuses_the_reported_slice_and_reporting_needs_it():
