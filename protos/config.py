@@ -113,6 +113,9 @@ class ScoreConfig(_Section):
         "so that both attempts weigh alike in the update (Stage II's shaped attempt-2 rewards span 1 + 2 alpha, "
         "attempt 1's 1; under grad_clip the wider term sets the update's direction alone).",
     )
+    stage2_normalize_advantages: bool | None = Field(
+        None, description="SCoRe's Stage II: normalize_advantages for that stage alone; unset = the same as Stage I.",
+    )
     attempt2_baseline: Literal["prompt", "attempt1"] = Field(
         "prompt",
         description="Stage II's attempt-2 baseline. prompt: the shaped reward's leave-one-out mean over the prompt's "

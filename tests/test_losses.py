@@ -81,6 +81,13 @@ def test_normalized_advantages_weigh_both_attempts_alike():
                 assert not np.any(s)
     plain1, plain2 = advantages(r1, r2, g, Objective(2, alpha=10, beta1=0.01, beta2=0.1))
     assert plain2.std() > 10 * plain1.std()  # what it corrects: the shaped term's scale
+    # Stage II may normalise differently from Stage I; unset, it follows Stage I
+    from learner.training.losses import stage_schedule
+    from protos import load_config
+    for stage2, expected in ((None, [True, True]), (False, [True, False])):
+        sets = ["score.normalize_advantages=true"] + ([f"score.stage2_normalize_advantages={stage2}"] if stage2 is not None else [])
+        schedule = stage_schedule(load_config(None, sets, check_paths=False).score)
+        assert [o.normalize for o, _ in schedule] == expected
 
 
 def _hand_batch():

@@ -105,7 +105,8 @@ def stage_schedule(sc, off_policy: bool = False) -> list[tuple[Objective, int]]:
     if sc.method == "score":
         return [
             (Objective(1, sc.alpha, sc.beta1, sc.beta2, lr=sc.lr, is_cap=is_cap, normalize=normalize), sc.stage1_steps),
-            (Objective(2, sc.alpha, sc.beta1, sc.beta2, lr=sc.stage2_lr or sc.lr, is_cap=is_cap, normalize=normalize,
+            (Objective(2, sc.alpha, sc.beta1, sc.beta2, lr=sc.stage2_lr or sc.lr, is_cap=is_cap,
+                       normalize=normalize if sc.stage2_normalize_advantages is None else sc.stage2_normalize_advantages,
                        attempt1_baseline=sc.attempt2_baseline == "attempt1"), sc.stage2_steps),
         ]
     objective = Objective(1, sc.alpha, sc.beta1, sc.beta2, method=sc.method, lr=sc.lr, is_cap=is_cap, normalize=normalize)
