@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from learner.driver.metrics import FLAGGED
 from protos import RunConfig, load_config
 
 METRICS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "same_answer")
@@ -244,6 +245,9 @@ def run_one(cfg_json: str, base_dir: str, out_dir: str, threads: int) -> dict:
         "sampled_tokens": float(sum(r["rollout_tokens"] for r in train)),
         "evals": [r for r in records if r["kind"] == "eval"],
         "train_reward": [[r["step"], r["reward_t1"], r["reward_t2"]] for r in train],
+        # attempts graded in training, and those the grader flagged (where gaming it would show first)
+        "graded_in_training": 2 * sum(r["traces_trained"] + r["traces_left_out"] for r in train),
+        "flagged_in_training": {s: sum(r.get(f"train_flagged_{s}", 0) for r in train) for s in FLAGGED},
         "problems": problems,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -272,6 +276,8 @@ def aggregate(method: str, summaries: list[dict]) -> dict:
         row[key] = {"mean": round(float(values.mean()), 2), "std": round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 2)}
     row["per_seed"] = {key: [round(s["final"][key], 2) for s in summaries] for key in METRICS}
     row["steps"] = summaries[0]["steps"]
+    row["graded_in_training"] = sum(s.get("graded_in_training", 0) for s in summaries)
+    row["flagged_in_training"] = {k: sum(s.get("flagged_in_training", {}).get(k, 0) for s in summaries) for k in FLAGGED}
     row["sampled_tokens"] = {"mean": float(np.mean([s["sampled_tokens"] for s in summaries]))}
     row["wall_s"] = {"mean": round(float(np.mean([s["wall_s"] for s in summaries])), 1),
                      "total": round(float(np.sum([s["wall_s"] for s in summaries])), 1)}
@@ -286,6 +292,11 @@ def markdown_table(rows: list[dict], header: str) -> str:
         cells[2] = f"**{r['delta']['mean']:+.1f}** ± {r['delta']['std']:.1f}"
         cells += [str(r["steps"]), f"{r['wall_s']['mean']:.0f}"]
         lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    trained = [r for r in rows if r["graded_in_training"]]
+    if trained:  # what the grader flagged among the attempts graded in training, all seeds together
+        lines += ["", "Attempts graded in training, all seeds, and those the grader flagged (" + " / ".join(FLAGGED) + "):"]
+        lines += [f"- {r['label']}: {r['graded_in_training']} graded, flagged "
+                  + " / ".join(str(r["flagged_in_training"][k]) for k in FLAGGED) for r in trained]
     return "\n".join(lines) + "\n"
 
 

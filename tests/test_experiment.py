@@ -35,6 +35,10 @@ def test_quick_suite_runs_every_method_and_writes_the_table(tmp_path):
     # every trained method gets the same number of steps (the same sampled-token budget in expectation)
     assert {rows[m]["steps"] for m in METHODS - {"base"}} == {4}
     assert rows["no_stage1"]["stage1_steps"] == 0 and rows["no_stage1"]["stage2_steps"] == 4
+    # every attempt graded in training is counted (2 seeds x 4 steps x 4 prompts x 2 samples x 2 attempts),
+    # and what the grader flagged: nothing, on the built-in task's string comparison
+    assert rows["score"]["graded_in_training"] == 128 and rows["base"]["graded_in_training"] == 0
+    assert set(rows["score"]["flagged_in_training"].values()) == {0}
     table = (out / "quick.md").read_text()
     first = table.split("95% confidence")[0]  # the mean ± std table; the CI and paired tables follow it
     table_rows = [line for line in first.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
