@@ -452,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{held_out_label(base_cfg.task).capitalize()}, greedy, % of problems; mean ± std over seeds "
         f"{seeds}. Suite `{suite_name}`, {len(methods) * len(seeds)} runs"
         + (f" ({reused} finished by an earlier invocation, reused)" if reused else "")
-        + f", {wall / 60:.1f} min wall ({at_once} at a time on {os.cpu_count()} cores)."
+        + f", {wall / 60:.1f} min wall ({at_once} at a time on {os.cpu_count()} cores); the runs' own times add up "
+        f"to {sum(r['wall_s'] for r in runs.values()) / 60:.0f} min."
     )
     comparisons = add_statistics(rows, runs, seeds)
     table = markdown_table(rows, header) + "\n" + statistics_tables(rows, comparisons)
