@@ -78,6 +78,14 @@ LABELS = {
 # in one process rollouts gain nothing from running ahead; the offpolicy suite says what lag costs.
 # The learner takes each step's rows at once (learner_micro_batch_tokens=0), as when these suites
 # were measured: micro-batches give the same update up to float rounding, not bit for bit.
+def task_settings(config_file: Path) -> list[str]:
+    """--set pairs for the task a shipped config trains on (its task, the task's params, the answer
+    length): a suite with them warm-starts the same base as that config (one cache key)."""
+    cfg = load_config(config_file, check_paths=False)
+    return ([f"task.name={cfg.task.name}"] + [f"task.params.{k}={v}" for k, v in cfg.task.params.items()]
+            + [f"score.max_new_tokens={cfg.score.max_new_tokens}"])
+
+
 RECIPE = [
     "score.lr=3e-4", "score.stage2_lr=3e-5", "score.stage1_steps=50", "score.stage2_steps=20",
     "eval.every_steps=10", "cluster.max_policy_lag=0", "cluster.learner_micro_batch_tokens=0",
@@ -101,14 +109,10 @@ SUITES: dict[str, dict] = {
     "code": {
         # the code task (graders/code_task.py), graded in the warm sandbox inside the training loop:
         # the base, SCoRe, its α = 0 ablation and single-turn RL, with the built-in task's recipe and
-        # grid. The task's settings are cluster/configs/code.yaml's, so its cached base is shared.
+        # grid. The task settings are read from cluster/configs/code.yaml, so its cached base is shared.
         "seeds": [0, 1, 2],
         "methods": ["base", "single_turn", "no_shaping", "score"],
-        "settings": RECIPE + [
-            "task.name=code", "task.params.max_steps_in_chain=2", "task.params.max_const=5",
-            "task.params.timeout_s=1.0", "task.params.memory_mb=512", "task.params.isolation=auto",
-            "score.max_new_tokens=32",
-        ],
+        "settings": RECIPE + task_settings(Path(__file__).resolve().parents[1] / "cluster/configs/code.yaml"),
         "lrs": [1e-4, 3e-4, 1e-3],
     },
     "quick": {

@@ -180,3 +180,28 @@ def test_a_short_training_run_grades_in_the_sandbox(tmp_path):
     for r in steps:
         assert r["traces_trained"] == 8 and r["train_ungraded"] == 0  # every attempt got a verdict
         assert {"train_flagged_timeout", "train_flagged_sandbox_violation", "train_flagged_error"} <= r.keys()
+
+
+@pytest.mark.slow
+def test_the_code_config_trains_on_ray_with_its_grader_actors(tmp_path):
+    """`learner.main --config cluster/configs/code.yaml`: the Ray path, its two grader actors grading every
+    attempt in the warm sandbox while rollouts run a step ahead (an untrained model: verdicts, not passes)."""
+    import json
+
+    from e2e import run_cli
+    from learner.model.tiny import build_untrained
+    from protos.config import ModelConfig
+
+    model_dir = build_untrained(ModelConfig(num_layers=2), make_task("code", {}), tmp_path / "tiny", seed=0)
+    settings = {"output_dir": tmp_path / "runs", "model.path": model_dir, "score.stage1_steps": 2, "score.stage2_steps": 1,
+                "score.prompts_per_step": 4, "score.samples_per_prompt": 2, "score.max_new_tokens": 16, "task.eval_size": 8}
+    proc = run_cli(["--config", "cluster/configs/code.yaml"] + [a for k, v in settings.items() for a in ("--set", f"{k}={v}")])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "actors: 1 rollout, 2 grader, 1 learner" in proc.stdout
+    (run,) = [d for d in (tmp_path / "runs").iterdir() if (d / "summary.json").exists()]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["stage"] for r in train] == [1, 1, 2]
+    for r in train:
+        assert r["traces_trained"] == 8 and r["train_ungraded"] == 0  # every attempt got a verdict
+        assert r["train_flagged_sandbox_violation"] == r["train_flagged_error"] == 0
