@@ -128,7 +128,7 @@ def test_every_trained_method_gets_the_same_learning_rate_grid():
         if method == "base":
             assert sum(n for _, n in schedule) == 0
             continue
-        assert sum(n for _, n in schedule) == 70  # the same steps, the same sampled-token budget
+        assert sum(n for _, n in schedule) == 140  # the same steps, the same sampled-token budget
         assert cfg.score.lr == float(name.split("@")[1])
         first_stage_lr.setdefault(method, set()).add(schedule[0][0].lr if schedule[0][1] else schedule[1][0].lr)
     assert set(first_stage_lr) == METHODS - {"base"}
@@ -136,7 +136,7 @@ def test_every_trained_method_gets_the_same_learning_rate_grid():
     # SCoRe keeps its Stage II rate; the ablation without Stage I is not given it
     score = stage_schedule(run_config(suite["settings"], "score@0.0003", 0).score)
     no_stage1 = [(o.stage, n, o.lr) for o, n in stage_schedule(run_config(suite["settings"], "no_stage1@0.0003", 0).score) if n]
-    assert [o.lr for o, _ in score] == [3e-4, 3e-5] and no_stage1 == [(2, 70, 3e-4)]
+    assert [o.lr for o, _ in score] == [3e-4, 3e-5] and no_stage1 == [(2, 140, 3e-4)]
 
 
 def test_the_code_suite_runs_the_code_task_on_the_code_configs_base():
