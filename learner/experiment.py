@@ -162,17 +162,25 @@ def check_eval_slice(cfg: RunConfig, report: bool) -> None:
 def split_variant(name: str) -> tuple[str, float | None]:
     """"score@3e-4" -> ("score", 3e-4): a method at one learning rate of the suite's grid; "score" -> ("score", None)."""
     method, _, lr = name.partition("@")
-    return method, (float(lr) if lr else None)
+    try:
+        return method, (float(lr) if lr else None)
+    except ValueError:
+        raise ValueError(f"method {name!r}: the learning rate after '@' is not a number") from None
 
 
 def variants(methods: list[str], lrs: list[float] | None) -> list[str]:
     """The suite's runs' names: each trained method at each learning rate of the grid (the same grid for
-    every method), `method@lr`; the untrained base once; names that already carry a rate, as given."""
-    if not lrs:
-        return methods
+    every method), `method@lr`; the untrained base once; a name that already carries a rate at that rate.
+    A rate has one spelling (`:g`), so `score@3e-4` and `score@0.0003` name, and reuse, the same runs."""
     out: list[str] = []
-    for m in methods:
-        out += [m] if (m == "base" or "@" in m) else [f"{m}@{lr:g}" for lr in lrs]
+    for name in methods:
+        method, lr = split_variant(name)
+        if lr is not None:
+            out.append(f"{method}@{lr:g}")
+        elif method == "base" or not lrs:
+            out.append(method)
+        else:
+            out += [f"{method}@{rate:g}" for rate in lrs]
     return out
 
 
@@ -464,9 +472,10 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"{held_out_label(base_cfg.task).capitalize()}, greedy, % of problems; mean ± std over seeds "
         f"{seeds}. Suite `{suite_name}`, {len(methods) * len(seeds)} runs"
-        + (f" ({reused} finished by an earlier invocation, reused)" if reused else "")
-        + f", {wall / 60:.1f} min wall ({at_once} at a time on {os.cpu_count()} cores); the runs' own times add up "
-        f"to {sum(r['wall_s'] for r in runs.values()) / 60:.0f} min."
+        + (f" ({reused} finished by earlier invocations and reused)" if reused else "")
+        # this invocation's wall time only says something when it ran the runs; the runs' own times always do
+        + (f", {len(jobs)} run here in {wall / 60:.1f} min wall ({at_once} at a time on {os.cpu_count()} cores)" if jobs else "")
+        + f"; the runs' own times add up to {sum(r['wall_s'] for r in runs.values()) / 60:.0f} min."
     )
     comparisons = add_statistics(rows, runs, seeds)
     table = markdown_table(rows, header) + "\n" + statistics_tables(rows, comparisons)

@@ -22,6 +22,11 @@ def quick_overrides(tmp: Path) -> list[str]:
         "score.max_new_tokens": 12,
         "task.eval_size": 8,
     }
+    return set_args(settings)
+
+
+def set_args(settings: dict) -> list[str]:
+    """{"a.b": 1} -> ["--set", "a.b=1"]: settings as learner.main's command line takes them."""
     return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
 
 

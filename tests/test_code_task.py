@@ -188,14 +188,14 @@ def test_the_code_config_trains_on_ray_with_its_grader_actors(tmp_path):
     attempt in the warm sandbox while rollouts run a step ahead (an untrained model: verdicts, not passes)."""
     import json
 
-    from e2e import run_cli
+    from e2e import run_cli, set_args
     from learner.model.tiny import build_untrained
     from protos.config import ModelConfig
 
     model_dir = build_untrained(ModelConfig(num_layers=2), make_task("code", {}), tmp_path / "tiny", seed=0)
     settings = {"output_dir": tmp_path / "runs", "model.path": model_dir, "score.stage1_steps": 2, "score.stage2_steps": 1,
                 "score.prompts_per_step": 4, "score.samples_per_prompt": 2, "score.max_new_tokens": 16, "task.eval_size": 8}
-    proc = run_cli(["--config", "cluster/configs/code.yaml"] + [a for k, v in settings.items() for a in ("--set", f"{k}={v}")])
+    proc = run_cli(["--config", "cluster/configs/code.yaml"] + set_args(settings))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "actors: 1 rollout, 2 grader, 1 learner" in proc.stdout
     (run,) = [d for d in (tmp_path / "runs").iterdir() if (d / "summary.json").exists()]

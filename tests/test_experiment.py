@@ -75,6 +75,7 @@ def test_quick_suite_runs_every_method_and_writes_the_table(tmp_path):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     reused = set(re.findall(r"\] (\w+) seed (\d): finished before", again.stdout))
     assert reused == {("base", "0"), ("base", "1"), ("score", "0")} and "1 to run" in again.stdout
+    assert "4 runs (3 finished by earlier invocations and reused), 1 run here in " in (tmp_path / "again" / "quick.md").read_text()
     second = {r["method"]: r for r in json.loads((tmp_path / "again" / "quick.json").read_text())["rows"]}
     for method in ("base", "score"):
         assert second[method]["per_seed"] == rows[method]["per_seed"]
@@ -108,6 +109,16 @@ def test_the_held_out_split_holds_both_slices():
 
     problems = make_task("sort", {}).eval_problems(2000)
     assert len({p.prompt for p in problems}) == 2000  # validation 1000-1999 distinct from the reported 0-999
+
+
+def test_a_rate_has_one_spelling_so_finished_runs_are_found_however_it_is_written():
+    from learner.experiment import variants
+
+    assert variants(["score@3e-4", "star@0.0001", "base"], None) == ["score@0.0003", "star@0.0001", "base"]
+    assert variants(["score", "pair_sft@1e-4", "base"], [1e-4, 3e-4]) == ["score@0.0001", "score@0.0003", "pair_sft@0.0001", "base"]
+    assert variants(["score"], None) == ["score"]
+    with pytest.raises(ValueError, match="'score@fast': the learning rate after '@' is not a number"):
+        variants(["score@fast"], [1e-4])
 
 
 def test_every_trained_method_gets_the_same_learning_rate_grid():
