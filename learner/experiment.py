@@ -11,7 +11,8 @@ with --report it evaluates inside 0-999 only. Every trained method gets the same
 rates (score.lr; the suite's `lrs` or --lrs), each rate a run named `method@lr`. The table gives
 mean ± std over seeds, 95% bootstrap intervals over problems and seeds, and SCoRe's paired
 differences with every other method on Δ and Acc@t2 (learner/statistics.py), from the per-problem
-verdicts each run saves (eval_problems.jsonl in its run directory).
+verdicts each run saves (eval_problems.jsonl in its run directory; the suite's JSON keeps them all,
+compactly, under "outcomes", so the intervals can be recomputed from that file alone).
 
 Every method starts from the same cached base model, trains on the same task for the same number
 of steps of the same batch shape (so the same budget of sampled tokens: prompts x k x 2 attempts
@@ -439,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     from learner.driver.loop import held_out_label
     from learner.driver.startup import log
     from learner.model.warmstart import ensure_base_model
+    from learner.statistics import encode_outcomes
 
     base_dir = str(ensure_base_model(base_cfg, make_task(base_cfg.task.name, base_cfg.task.params), log))
     configs = {(m, s): run_config(settings, m, s) for m in methods for s in seeds}
@@ -486,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "rows": rows, "score_vs": comparisons,
         "curves": {f"{m}-s{s}": {"evals": r["evals"], "train_reward": r["train_reward"]} for (m, s), r in sorted(runs.items())},
+        # every run's per-problem verdicts, compactly: the intervals can be recomputed from this file alone
+        "outcomes": encode_outcomes({f"{m}-s{s}": r["problems"] for (m, s), r in sorted(runs.items())}),
     }
     (out / f"{suite_name}.json").write_text(json.dumps(result, indent=2))
     (out / f"{suite_name}.md").write_text(table)

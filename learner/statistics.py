@@ -92,3 +92,33 @@ def outcome_arrays(runs: dict[str, list[list[dict]]]) -> dict[str, tuple[np.ndar
         raise ValueError("no problem has verdicts in every run")
     return {m: tuple(np.array([[t[i][k] > 0.5 for i in keep] for t in ts]) for k in ("r1", "r2"))
             for m, ts in tables.items()}
+
+
+_MARK = {True: "1", False: "0", None: "-"}
+
+
+def encode_outcomes(runs: dict[str, list[dict]]) -> dict:
+    """Every run's per-problem verdicts ({run name: eval_problems.jsonl records}) in about two bytes a
+    problem, for a suite's JSON, so that its intervals can be recomputed from the JSON alone:
+    {"problem_ids": the first run's order, "runs": {name: {"r1": "10-1...", "r2": ...}}}, a character
+    per problem: "1" right, "0" wrong (a reward above 0.5 or not, as outcome_arrays counts it), "-"
+    no verdict or not evaluated in that run."""
+    ids = [p["problem_id"] for p in next(iter(runs.values()))]
+
+    def mark(record: dict | None, key: str) -> str:
+        value = None if record is None else record.get(key)
+        return _MARK[None if value is None else value > 0.5]
+
+    out = {}
+    for name, records in runs.items():
+        by_id = {p["problem_id"]: p for p in records}
+        out[name] = {key: "".join(mark(by_id.get(i), key) for i in ids) for key in ("r1", "r2")}
+    return {"problem_ids": ids, "runs": out}
+
+
+def decode_outcomes(encoded: dict) -> dict[str, list[dict]]:
+    """encode_outcomes's inverse, as records outcome_arrays takes (r 1.0, 0.0 or None)."""
+    value = {"1": 1.0, "0": 0.0, "-": None}
+    return {name: [{"problem_id": i, "r1": value[a], "r2": value[b]}
+                   for i, a, b in zip(encoded["problem_ids"], run["r1"], run["r2"])]
+            for name, run in encoded["runs"].items()}

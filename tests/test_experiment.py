@@ -57,6 +57,13 @@ def test_quick_suite_runs_every_method_and_writes_the_table(tmp_path):
     assert "SCoRe vs online STaR (own i→c pairs)" in table
     problems = [json.loads(line) for line in (tmp_path / "runs" / "score-s0" / "eval_problems.jsonl").read_text().splitlines()]
     assert len(problems) == 16 and {p["r1"] for p in problems} <= {0.0, 1.0}
+    # the intervals come back from the JSON's own per-problem verdicts
+    from learner.statistics import bootstrap_ci, decode_outcomes, outcome_arrays
+
+    decoded = decode_outcomes(result["outcomes"])
+    arrays = outcome_arrays({m: [decoded[f"{m}-s{s}"] for s in (0, 1)] for m in rows})
+    for m, r in rows.items():
+        assert bootstrap_ci(*arrays[m]) == r["ci95"]
     for png in ("quick_training_curves.png", "quick_deltas.png"):
         assert (out / png).stat().st_size > 5000
     # each run's held-out evaluations and training records are kept

@@ -71,3 +71,19 @@ def test_outcome_arrays_align_runs_by_problem_and_leave_ungraded_problems_out():
     })
     assert arrays["a"][0].tolist() == [[False, True]] and arrays["a"][1].tolist() == [[True, True]]
     assert arrays["b"][0].tolist() == [[True, False]] and arrays["b"][1].tolist() == [[False, True]]
+
+
+def test_outcomes_written_compactly_give_back_the_same_arrays():
+    from learner.statistics import decode_outcomes, encode_outcomes, outcome_arrays
+
+    run = lambda rows: [{"problem_id": i, "r1": a, "r2": b} for i, a, b in rows]  # noqa: E731
+    runs = {"a-s0": run([("p", 0.0, 1.0), ("q", 1.0, 1.0), ("r", 0.0, 0.0)]),
+            "b-s0": run([("r", 1.0, None), ("q", 0.0, 1.0)])}  # another order; r has no verdict; p not evaluated
+    encoded = encode_outcomes(runs)
+    assert encoded == {"problem_ids": ["p", "q", "r"],
+                       "runs": {"a-s0": {"r1": "010", "r2": "110"}, "b-s0": {"r1": "-01", "r2": "-1-"}}}
+    decoded = decode_outcomes(encoded)
+    as_methods = lambda rs: {name: [records] for name, records in rs.items()}  # noqa: E731
+    for name, (c1, c2) in outcome_arrays(as_methods(decoded)).items():
+        want = outcome_arrays(as_methods(runs))[name]
+        assert c1.tolist() == want[0].tolist() and c2.tolist() == want[1].tolist()
