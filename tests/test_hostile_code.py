@@ -125,9 +125,10 @@ def test_hostile_completion_gets_no_reward_and_nothing_escapes(task, case):
     add = task.problem("HumanEval/53")
     assert task.grade(add, "    return x + y\n").status == "pass"
     sandbox = sandbox_of(task)
-    # bwrap, its pid-1 child, the server, and the two children set up for the next programs (the
-    # first, the lower pid, for the hostile one)
+    # bwrap, its pid-1 child, the server, and the two children set up for the next programs (one of
+    # them for the hostile one). Told apart by the process tree, not by pid order: pids wrap around.
     pids = settled_processes(sandbox.cgroup) if sandbox.cgroup else None
+    sandbox_processes = _tree(sandbox.proc.pid)[:3]
     memory = sandbox.cgroup.memory_bytes() if sandbox.cgroup else None
     completion, status, detail = HOSTILE[case]
     start = time.monotonic()
@@ -139,7 +140,8 @@ def test_hostile_completion_gets_no_reward_and_nothing_escapes(task, case):
     assert sandbox_of(task) is sandbox and not sandbox.broken  # the same sandbox, unharmed
     if sandbox.cgroup is not None:
         after = settled_processes(sandbox.cgroup)
-        assert after[:3] == pids[:3] and pids[3] not in after  # the program's process is gone
+        assert _tree(sandbox.proc.pid)[:3] == sandbox_processes and set(sandbox_processes) < set(after)
+        assert len(set(pids) - set(after)) == 1  # the program's process is gone, the other child waits on
         assert memory_settles(sandbox.cgroup, memory + (16 << 20))
     # The next program in that sandbox starts clean: no file of the last one, right answer passes.
     leftovers = f"    import os\n    assert not os.path.exists('/tmp/{MARK}') and not os.listdir('/dev/shm')\n"
