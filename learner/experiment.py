@@ -496,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{suite_name}.md").write_text(table)
     plot(rows, runs, out, suite_name)
     print("\n" + table, flush=True)
-    log(f"suite {suite_name} done in {wall / 60:.1f} min: {out}/{suite_name}.json, {suite_name}.md, "
+    log(f"suite {suite_name} done " + (f"in {wall / 60:.1f} min" if jobs else f"(all {reused} runs reused)")
+        + f": {out}/{suite_name}.json, {suite_name}.md, "
         f"{suite_name}_training_curves.png, {suite_name}_deltas.png")
     return 0
 

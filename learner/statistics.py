@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from learner.driver.metrics import METRIC_NAMES
+from learner.driver.metrics import METRIC_NAMES, is_right
 
 
 def metrics(c1: np.ndarray, c2: np.ndarray) -> dict[str, np.ndarray]:
@@ -90,7 +90,7 @@ def outcome_arrays(runs: dict[str, list[list[dict]]]) -> dict[str, tuple[np.ndar
             if all(t.get(p["problem_id"], {}).get(k) is not None for ts in tables.values() for t in ts for k in ("r1", "r2"))]
     if not keep:
         raise ValueError("no problem has verdicts in every run")
-    return {m: tuple(np.array([[t[i][k] > 0.5 for i in keep] for t in ts]) for k in ("r1", "r2"))
+    return {m: tuple(is_right(np.array([[t[i][k] for i in keep] for t in ts])) for k in ("r1", "r2"))
             for m, ts in tables.items()}
 
 
@@ -101,13 +101,13 @@ def encode_outcomes(runs: dict[str, list[dict]]) -> dict:
     """Every run's per-problem verdicts ({run name: eval_problems.jsonl records}) in about two bytes a
     problem, for a suite's JSON, so that its intervals can be recomputed from the JSON alone:
     {"problem_ids": the first run's order, "runs": {name: {"r1": "10-1...", "r2": ...}}}, a character
-    per problem: "1" right, "0" wrong (a reward above 0.5 or not, as outcome_arrays counts it), "-"
+    per problem: "1" right, "0" wrong (`is_right`), "-"
     no verdict or not evaluated in that run."""
     ids = [p["problem_id"] for p in next(iter(runs.values()))]
 
     def mark(record: dict | None, key: str) -> str:
         value = None if record is None else record.get(key)
-        return _MARK[None if value is None else value > 0.5]
+        return _MARK[None if value is None else is_right(value)]
 
     out = {}
     for name, records in runs.items():

@@ -61,6 +61,6 @@ def test_a_validation_slice_is_named_as_such_in_tables_and_logs():
     from learner.driver.loop import held_out_label
     from protos import load_config
 
-    assert held_out_label(load_config().task) == "256 held-out problems"
+    assert held_out_label(load_config().task) == "256 held-out problems (0-255)"
     sliced = load_config(None, ["task.eval_size=256", "task.eval_offset=1000"]).task
     assert held_out_label(sliced) == "held-out problems 1000-1255 (a validation slice)"

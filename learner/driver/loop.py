@@ -40,7 +40,7 @@ def held_out_label(task) -> str:
     """What an evaluation of this TaskConfig reads, for tables and logs: a validation slice says so."""
     if task.eval_offset:
         return f"held-out problems {task.eval_offset}-{task.eval_offset + task.eval_size - 1} (a validation slice)"
-    return f"{task.eval_size} held-out problems"
+    return f"{task.eval_size} held-out problems (0-{task.eval_size - 1})"
 
 
 @dataclass

@@ -10,9 +10,15 @@ METRIC_NAMES = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i")
 FLAGGED = ("timeout", "sandbox_violation", "error")
 
 
+def is_right(reward):
+    """A reward (or an array of them) read as right or wrong: the one rule the metrics, the suite's
+    statistics and its stored outcomes share (rewards are 0 or 1; above one half counts as right)."""
+    return np.asarray(reward) > 0.5
+
+
 def self_correction_metrics(r1: np.ndarray, r2: np.ndarray) -> dict[str, float]:
     """Acc@t1, Acc@t2, Δ(t1,t2), Δi→c (wrong then right), Δc→i (right then wrong), as % of problems."""
-    c1, c2 = np.asarray(r1) > 0.5, np.asarray(r2) > 0.5
+    c1, c2 = is_right(r1), is_right(r2)
     if c1.shape != c2.shape or c1.size == 0:
         raise ValueError(f"need two equal, non-empty reward arrays, got {c1.shape} and {c2.shape}")
     pct = lambda mask: 100.0 * float(mask.mean())  # noqa: E731
