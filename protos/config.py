@@ -123,6 +123,13 @@ class ScoreConfig(_Section):
         "baseline may depend on attempt 2's prompt, which holds attempt 1): the same expected gradient, without the "
         "noise of alpha * (r1 - the others' r1) on every attempt-2 token; the advantage is (1 + alpha) * RLOO(r2).",
     )
+    stage2_credit: Literal["attempt", "episode"] = Field(
+        "attempt",
+        description="What SCoRe's Stage II credits attempt 1's tokens with. attempt: r1, its own reward (discount 0; the "
+        "bonus then reaches attempt 2 alone and, in expectation, only weighs it 1 + alpha). episode: the episode's "
+        "return r1 + r_hat2 = (1 - alpha) * r1 + (1 + alpha) * r2 (discount 1), so the bonus acts on attempt 1 too: "
+        "it pays a first attempt that a right second one follows, and docks one that a wrong second one follows.",
+    )
     beta1: float = Field(0.01, ge=0, description="KL weight on every attempt.")
     beta2: float = Field(0.5, ge=0, description="Stage I KL weight on attempt 1.")
     temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (the learner scores at it too).")

@@ -64,6 +64,32 @@ def test_the_attempt1_baseline_removes_only_noise_from_stage2():
     assert [o.attempt1_baseline for o, _ in schedule] == [False, True]
 
 
+def test_episode_credit_gives_attempt1_the_return_and_makes_the_bonus_act_on_it():
+    """score.stage2_credit=episode: Stage II's attempt 1 is credited with r1 + r̂2 = (1 - α)·r1 + (1 + α)·r2,
+    attempt 2 as before. Under per-attempt credit α = 0 and α = 10 rank attempt 1's samples alike; under
+    episode credit α = 10 puts a wrong first attempt that is then fixed above a right one kept."""
+    r1 = np.array([1.0, 0.0, 0.0, 1.0])  # c->c, i->c, i->i, c->i
+    r2 = np.array([1.0, 1.0, 0.0, 0.0])
+    g = np.zeros(4, dtype=int)
+    by_alpha = {}
+    for alpha in (0.0, 10.0):
+        own1, own2 = advantages(r1, r2, g, Objective(2, alpha, 0.01, 0.1))
+        ep1, ep2 = advantages(r1, r2, g, Objective(2, alpha, 0.01, 0.1, episode_credit=True))
+        returns = (1 - alpha) * r1 + (1 + alpha) * r2
+        assert ep1 == pytest.approx(returns - (returns.sum() - returns) / 3)
+        assert ep2 == pytest.approx(own2) and own1 == pytest.approx(r1 - (r1.sum() - r1) / 3)
+        by_alpha[alpha] = ep1
+    assert by_alpha[0.0][0] > by_alpha[0.0][1]  # α = 0: c->c above i->c (return 2 against 1)
+    assert by_alpha[10.0][1] > by_alpha[10.0][0]  # α = 10: i->c (11) above c->c (2)
+    assert by_alpha[10.0][3] < by_alpha[10.0][2] < 0  # c->i (-9) below i->i (0)
+    from learner.training.losses import stage_schedule
+    from protos import load_config
+    schedule = stage_schedule(load_config(None, ["score.stage2_credit=episode"], check_paths=False).score)
+    assert [o.episode_credit for o, _ in schedule] == [False, True]
+    with pytest.raises(ValueError, match="stage2_credit"):
+        load_config(None, ["score.stage2_credit=trajectory"], check_paths=False)
+
+
 def test_normalized_advantages_weigh_both_attempts_alike():
     """score.normalize_advantages: each attempt's advantages over their batch std, so Stage II's shaped
     attempt 2 (rewards spanning 1 + 2 alpha) no longer outweighs attempt 1 ten to one; signs and order

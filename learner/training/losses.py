@@ -1,7 +1,8 @@
 """The Stage I and Stage II objectives of SCoRe (Kumar et al. 2024, arXiv 2409.12917), as losses to minimise.
 
 Policy gradient: REINFORCE with a leave-one-out baseline (RLOO) over the k samples of a prompt,
-discount 0: the tokens of each attempt are credited with that attempt's own (shaped) reward.
+discount 0: the tokens of each attempt are credited with that attempt's own (shaped) reward
+(score.stage2_credit=episode credits Stage II's attempt 1 with the episode's return instead, below).
 
     Stage I :  L = -A(r2)·log π(y2)               + β2·KL_1 + β1·KL_2
     Stage II:  L = -A(r1)·log π(y1) - A(r̂2)·log π(y2) + β1·KL_1 + β1·KL_2,   r̂2 = r2 + α(r2 − r1)
@@ -9,7 +10,11 @@ discount 0: the tokens of each attempt are credited with that attempt's own (sha
 With discount 0 the bonus reaches attempt 2's tokens only, and its −α·r1 is fixed before attempt 2 is
 sampled (attempt 1 is in attempt 2's prompt): in expectation it adds nothing to the gradient, so the
 shaped reward acts as (1 + α)·r2, attempt 2 weighted 1 + α to attempt 1's 1; −α·r1 adds only noise,
-which score.attempt2_baseline=attempt1 removes.
+which score.attempt2_baseline=attempt1 removes. With score.stage2_credit=episode, attempt 1's tokens
+are credited with the return r1 + r̂2 = (1 − α)·r1 + (1 + α)·r2 (discount 1): there the bonus changes
+what attempt 1 is trained towards (a first attempt a right second one follows), and α = 0 (r1 + r2)
+differs from α = 10 in more than a weight. At α > 1 it also pays a wrong first attempt that the second
+fixes more than a right one kept (11 against 2 at α = 10): the sandbagging the Δc→i / Δi→c split shows.
 
 The paper's baselines are variants of the same loss (`Objective.method`), so every method of the
 experiment suite (learner/experiment.py) trains through the same rollout, learner and evaluation:
@@ -81,6 +86,7 @@ class Objective:
     is_cap: float | None = None  # truncated importance sampling's cap C; None = no off-policy correction
     normalize: bool = False  # each attempt's advantages over their batch std (score.normalize_advantages)
     attempt1_baseline: bool = False  # Stage II: -α·r1 subtracted from attempt 2's shaped reward exactly (score.attempt2_baseline)
+    episode_credit: bool = False  # Stage II: attempt 1 credited with the episode's return r1 + r̂2 (score.stage2_credit)
 
     def __post_init__(self):
         if self.stage not in (1, 2):
@@ -107,7 +113,8 @@ def stage_schedule(sc, off_policy: bool = False) -> list[tuple[Objective, int]]:
             (Objective(1, sc.alpha, sc.beta1, sc.beta2, lr=sc.lr, is_cap=is_cap, normalize=normalize), sc.stage1_steps),
             (Objective(2, sc.alpha, sc.beta1, sc.beta2, lr=sc.stage2_lr or sc.lr, is_cap=is_cap,
                        normalize=normalize if sc.stage2_normalize_advantages is None else sc.stage2_normalize_advantages,
-                       attempt1_baseline=sc.attempt2_baseline == "attempt1"), sc.stage2_steps),
+                       attempt1_baseline=sc.attempt2_baseline == "attempt1",
+                       episode_credit=sc.stage2_credit == "episode"), sc.stage2_steps),
         ]
     objective = Objective(1, sc.alpha, sc.beta1, sc.beta2, method=sc.method, lr=sc.lr, is_cap=is_cap, normalize=normalize)
     return [(objective, sc.stage1_steps + sc.stage2_steps)]
@@ -136,13 +143,15 @@ def advantages(r1: np.ndarray, r2: np.ndarray, groups: np.ndarray, obj: Objectiv
         adv1, adv2 = rloo(r1, groups), zeros
     elif obj.stage == 1:
         adv1, adv2 = zeros, rloo(r2, groups)
-    elif obj.attempt1_baseline:
+    else:
+        shaped = r2 + obj.alpha * (r2 - r1)
+        # Attempt 1 is credited with its own reward (discount 0) or with the episode's return, its own
+        # and the shaped second reward that follows it (discount 1, score.stage2_credit=episode).
+        adv1 = rloo(r1 + shaped if obj.episode_credit else r1, groups)
         # r̂2 = (1 + α)·r2 − α·r1, and −α·r1 is fixed before attempt 2 is sampled: subtracted exactly, it
         # leaves (1 + α)·RLOO(r2). Plain RLOO of r̂2 adds −α·RLOO(r1), zero in expectation on attempt 2's
         # tokens but as large as the signal: the same expected gradient with that noise gone.
-        adv1, adv2 = rloo(r1, groups), (1 + obj.alpha) * rloo(r2, groups)
-    else:
-        adv1, adv2 = rloo(r1, groups), rloo(r2 + obj.alpha * (r2 - r1), groups)
+        adv2 = (1 + obj.alpha) * rloo(r2, groups) if obj.attempt1_baseline else rloo(shaped, groups)
     if obj.normalize:
         adv1, adv2 = _unit_std(adv1), _unit_std(adv2)
     return adv1, adv2
