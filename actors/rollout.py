@@ -15,6 +15,7 @@ is the policy's forward and backward only.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -132,6 +133,11 @@ class RolloutActor(RolloutWorker, WeightReceiver):
     @ray.method(concurrency_group="health")
     def alive(self) -> bool:
         return True
+
+    @ray.method(concurrency_group="health")
+    def process(self) -> tuple[str, int]:
+        """Its node's id and its pid: what the driver needs to end this process if it hangs."""
+        return ray.get_runtime_context().get_node_id(), os.getpid()
 
     def rollout(self, *args, **kwargs):
         # An actor with concurrency groups runs each group on a thread of its own, and a thread's

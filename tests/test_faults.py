@@ -113,8 +113,9 @@ def test_dead_and_hung_rollout_actors_are_replaced_and_a_dead_learner_rank_rebui
             (pid,) = actor_pids(head, actor)
             os.kill(pid, sig)
             wait_until(lambda: len(recoveries()) == n, proc, 300, f"recovery {n}")
-            # ray.kill is asynchronous (a stopped actor is killed by its raylet after a grace period):
-            # the replaced process must end, within a bound, not by the time the recovery is recorded
+            # the replaced process ends: a stopped (hung) one outlives ray.kill, so the recovery SIGKILLs
+            # it by PID on its node before the replacement starts (learner/driver/actor_processes.py);
+            # a bounded wait, as the kernel may take a moment to tear down a large process
             wait_until(lambda: process_ended(pid), proc, 60, f"the replaced {actor}'s process {pid} to end")
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, out[-3000:] + err[-3000:]

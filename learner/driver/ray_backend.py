@@ -26,12 +26,16 @@ import ray
 from actors.rollout import RolloutActor
 from actors.weight_sync import make_weight_sync
 from graders.pool import GraderPool
+from learner.driver.actor_processes import end_processes
 from learner.driver.loop import Request, reference_kwargs
 from learner.driver.placement import ray_options
 from learner.driver.recovery import Recoveries
 from learner.training.group import LearnerGroup
 from learner.training.losses import Objective
 from protos import BatchInfo, Problem, RunConfig
+
+ROLLOUT_ACTOR_TITLE = "ray::RolloutActor"  # how Ray titles a RolloutActor's worker process
+
 
 @dataclass(eq=False)
 class Shard:
@@ -71,7 +75,7 @@ class RayBackend:
             lr=cfg.score.lr, grad_clip=cfg.score.grad_clip, temperature=cfg.score.temperature, seed=cfg.seed,
             micro_batch_tokens=c.learner_micro_batch_tokens, reference=reference_kwargs(cfg) is None,
         )
-        self._await_built(self.rollout_actors)
+        self._processes = self._await_built(self.rollout_actors)  # each slot's (node id, pid)
         self.weight_sync = make_weight_sync(c, self.learners, self.rollout_actors)
 
     def shards_per_request(self, num_problems: int) -> int:
@@ -156,18 +160,23 @@ class RayBackend:
                                              f"current weights (v{version}); no step is lost")
         for i in slots:
             ray.kill(self.rollout_actors[i], no_restart=True)
+        # a hung actor's process may outlive ray.kill, holding its memory: ended before the new one starts
+        end_processes([self._processes[i] for i in slots], ROLLOUT_ACTOR_TITLE)
+        for i in slots:
             self.rollout_actors[i] = self._new_rollout_actor()
-        self._await_built([self.rollout_actors[i] for i in slots])
+        for i, process in zip(slots, self._await_built([self.rollout_actors[i] for i in slots])):
+            self._processes[i] = process
         self.weight_sync.bring_up(self.learners, self.rollout_actors, [self.rollout_actors[i] for i in slots], version)
         resent = [self._send(shard) for shard in self._unanswered if shard.index in slots]
         self.recoveries.done(began, error, "rollout_actor", slots=slots, policy_version=version,
                              requests_resent=len(resent), steps_lost=0)
 
     @staticmethod
-    def _await_built(actors: list) -> None:
+    def _await_built(actors: list) -> list[tuple[str, int]]:
         """Until these actors' engines are built (however long that takes: no deadline), so that
-        neither a weight group's deadline nor a liveness call ever measures an engine's start-up."""
-        ray.get([actor.alive.remote() for actor in actors])
+        neither a weight group's deadline nor a liveness call ever measures an engine's start-up.
+        Returns each one's (node id, pid)."""
+        return ray.get([actor.process.remote() for actor in actors])
 
     def save(self, out_dir: str) -> None:
         self.learners.save(out_dir)
