@@ -198,6 +198,11 @@ class ClusterConfig(_Section):
         description="Padded tokens per learner micro-batch: a rank's rows, sorted by length, in chunks that pad only to "
         "their own longest row, gradients accumulated (less padding, bounded memory); 0 = all its rows at once.",
     )
+    learner_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="What the learner's forward and backward passes compute in. bfloat16 (for GPUs): FSDP2 mixed "
+        "precision; master weights, optimizer state and gradient reduction stay float32.",
+    )
     reference_on: Literal["rollout", "learner"] = Field(
         "rollout",
         description="Where the frozen reference model scores training traces for the KL terms: rollout = each rollout "

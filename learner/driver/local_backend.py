@@ -37,6 +37,7 @@ class LocalBackend:
             str(base_dir), rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{free_port()}",
             lr=cfg.score.lr, grad_clip=cfg.score.grad_clip, temperature=cfg.score.temperature, seed=cfg.seed,
             micro_batch_tokens=cfg.cluster.learner_micro_batch_tokens, reference=reference is None,
+            dtype=cfg.cluster.learner_dtype,
         )
 
     def shards_per_request(self, num_problems: int) -> int:

@@ -73,7 +73,7 @@ class RayBackend:
             base_dir, c.learner_workers, cpus=c.learner_cpus, gpus=c.learner_gpus, threads=threads(c.learner_cpus),
             resources=c.learner_resources,
             lr=cfg.score.lr, grad_clip=cfg.score.grad_clip, temperature=cfg.score.temperature, seed=cfg.seed,
-            micro_batch_tokens=c.learner_micro_batch_tokens, reference=reference_kwargs(cfg) is None,
+            micro_batch_tokens=c.learner_micro_batch_tokens, reference=reference_kwargs(cfg) is None, dtype=c.learner_dtype,
         )
         self._processes = self._await_built(self.rollout_actors)  # each slot's (node id, pid)
         self.weight_sync = make_weight_sync(c, self.learners, self.rollout_actors)

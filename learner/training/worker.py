@@ -6,6 +6,11 @@ Every rank receives the whole batch (ObjectRefs resolved by Ray) and its rewards
 RLOO advantages on it (they need every sample of a prompt), and trains on its own slice of the rows.
 FSDP2 averages gradients over ranks, so each rank's loss is scaled by the world size to make the
 update equal to the single-process one on the full batch.
+
+On GPUs (backend nccl) each rank holds one GPU and computes in `dtype` (bfloat16 there, as a rule):
+FSDP2's mixed precision casts the gathered weights to it, while the sharded master weights, the
+optimizer state and the gradient reduction stay float32 (torchtitan's and verl's FSDP2 default).
+The batch arrives as numpy and is moved to the rank's device micro-batch by micro-batch.
 """
 from __future__ import annotations
 
@@ -40,28 +45,34 @@ class LearnerWorker:
         seed: int = 0,
         micro_batch_tokens: int = 0,
         reference: bool = True,
+        dtype: str = "float32",
     ):
         """`reference`: hold the frozen reference model and score batches with it; False when the
-        rollout actors score them (every batch then carries `ref_logprobs`)."""
+        rollout actors score them (every batch then carries `ref_logprobs`). `dtype`: what the
+        forward and backward passes compute in (float32 or bfloat16)."""
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
         from transformers import AutoModelForCausalLM
 
         torch.manual_seed(seed)
         self.rank, self.world_size = rank, world_size
         self.grad_clip, self.temperature = grad_clip, temperature
         self.micro_batch_tokens = micro_batch_tokens
+        if backend == "nccl":  # one GPU per rank: Ray shows each rank its own as cuda:0
+            torch.cuda.set_device(rank % torch.cuda.device_count())
+        self.device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
         if not dist.is_initialized():
             dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT)
-        device = "cuda" if backend == "nccl" else "cpu"
-        mesh = init_device_mesh(device, (world_size,))
+        mesh = init_device_mesh(self.device.type, (world_size,))
+        compute = getattr(torch, dtype)
+        precision = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         for layer in self.model.model.layers:
-            fully_shard(layer, mesh=mesh)
-        fully_shard(self.model, mesh=mesh)
+            fully_shard(layer, mesh=mesh, mp_policy=precision)
+        fully_shard(self.model, mesh=mesh, mp_policy=precision)  # moves the shards to the mesh's device
         self.reference = None
         if reference:
-            self.reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+            self.reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=compute).to(self.device).eval()
             self.reference.requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
 
@@ -93,29 +104,30 @@ class LearnerWorker:
         gaps = []
         for part in self._micro_batches(batch.lengths[rows]):
             shard = batch.select(rows[part])
-            tokens, lengths = torch.from_numpy(shard.tokens), torch.from_numpy(shard.lengths)
-            segment = torch.from_numpy(shard.segment)
+            tokens, lengths, segment = self._on_device(shard.tokens, shard.lengths, shard.segment)
             sampled = segment > 0  # the loss reads the attempts' tokens only
             logp = token_logprobs(self.model, tokens, lengths, self.temperature, sampled)
             ref_logp = self._reference_logprobs(shard, tokens, lengths, sampled)
+            shard_adv1, shard_adv2, sample_logp = self._on_device(
+                adv1[rows[part]].astype(np.float32), adv2[rows[part]].astype(np.float32), shard.sample_logprobs)
             loss, part_stats = score_loss(
                 logp,
                 ref_logp,
                 segment,
-                torch.from_numpy(adv1[rows[part]]).float(),
-                torch.from_numpy(adv2[rows[part]]).float(),
+                shard_adv1,
+                shard_adv2,
                 objective,
                 total_traces=len(batch),
-                sample_logp=torch.from_numpy(shard.sample_logprobs),
+                sample_logp=sample_logp,
                 total_pairs=pairs,
             )
             (loss * self.world_size).backward()  # gradients accumulate over the micro-batches
             for key, value in part_stats.items():
                 stats[key] = stats.get(key, 0.0) + value
-            mask = sampled.numpy()
+            mask = sampled.cpu().numpy()
             # learner vs engine log-probs of the same sampled tokens: the engine's numerical gap,
             # plus the policy lag when the batch was sampled by older weights
-            gaps.append(logp.detach().numpy()[mask] - shard.sample_logprobs[mask])
+            gaps.append(logp.detach().cpu().numpy()[mask] - shard.sample_logprobs[mask])
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -146,6 +158,9 @@ class LearnerWorker:
             "learner_s": time.perf_counter() - started,
         }
 
+    def _on_device(self, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.from_numpy(a).to(self.device, non_blocking=True) for a in arrays)
+
     def _micro_batches(self, lengths: np.ndarray) -> list[np.ndarray]:
         """This rank's rows in micro-batches of at most about `micro_batch_tokens` padded tokens,
         sorted by length. Every rank runs the same number of them (FSDP's collectives need it)."""
@@ -158,7 +173,7 @@ class LearnerWorker:
                             sampled: torch.Tensor) -> torch.Tensor:
         """log π_ref of the shard's tokens: as the rollout actor scored them, or computed here."""
         if shard.ref_logprobs is not None:
-            return torch.from_numpy(shard.ref_logprobs)
+            return self._on_device(shard.ref_logprobs)[0]
         if self.reference is None:
             raise ValueError("a batch without reference log-probs reached a learner that holds no reference model "
                              "(cluster.reference_on=rollout: the rollout actors must score every training batch)")
@@ -168,7 +183,7 @@ class LearnerWorker:
     def _reduce(self, values: dict[str, float], op) -> dict[str, float]:
         """The values over all ranks (summed, or their maximum)."""
         keys = sorted(values)
-        t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)  # NCCL reduces on the GPU
         dist.all_reduce(t, op=op)
         return dict(zip(keys, t.tolist()))
 
