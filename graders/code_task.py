@@ -188,7 +188,8 @@ class CodeTask(GeneratedTask):
 
     def _grade_in(self, sandbox: WarmSandbox, source: str, cases: list[tuple[list[int], object]]) -> Grade:
         try:
-            run = sandbox.program(source, [encode_call(_ENTRY, (xs,), {}) for xs, _ in cases])
+            calls = [encode_call(_ENTRY, (xs,), {}) for xs, _ in cases]
+            run = sandbox.program(source, calls, exit_when_answered=True)  # asked nothing after them
         except SandboxError as exc:
             return Grade(reward=0.0, status="error", detail=f"sandbox failed: {exc}")
         try:

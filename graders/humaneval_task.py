@@ -92,15 +92,15 @@ class HumanEvalTask(SplitTask):
             # Before the start: the sandbox's server is still ending the last program, so this costs
             # the grader no wait.
             namespace = _tests_namespace(record, tests)
-            run = sandbox.program(source, calls)
+            run = sandbox.program(source, calls, exit_when_answered=True)
         except SandboxError as exc:
             return Grade(reward=0.0, status="error", detail=f"sandbox failed: {exc}")
         verdict = None
         try:
             results = run.wait_loaded()
             # Every call of the script answered: check() almost always needs no more of the program,
-            # so it is ended now, its death and the clean-up after it overlapping check() here
-            # instead of delaying the next program's start.
+            # which has exited (exit_when_answered) and is ended now, its death and the clean-up after
+            # it overlapping check() here instead of delaying the next program's start.
             ended = calls is not None and len(results) == len(calls)
             if ended:
                 run.end(wait=False)

@@ -7,7 +7,8 @@ graders/plain_data.py, graders/sandbox_bootstrap.py) arrive as text in the first
 
 Frames both ways are a 4-byte big-endian length and a body. After the first (JSON: the set-up),
 the grader's requests are one byte and a body this server passes on to the child unread:
-  b"S" + JSON {"source", "calls"}                 start a program
+  b"S" + JSON {"source", "calls",                 start a program
+               "exit_when_answered"}
   b"C" + JSON {"name", "args", "kwargs"}          call one of its functions (args, kwargs:
                                                   graders/plain_data.py encodings)
   b"E"                                            end it and report
@@ -15,6 +16,8 @@ the grader's requests are one byte and a body this server passes on to the child
   b"P", between programs                          say when the last one is ended: {"idle": true}
 "calls" (or null) lists calls, {"name", "args", "kwargs"} each, to answer all at once once the
 program has loaded: one reply {"results": [{"value"} or {"raised"}, ...]} instead of {"loaded"}.
+With "exit_when_answered", a program that made every one of those calls (the last may have raised)
+exits after that reply: it will be asked nothing more.
 It reads back one frame per request: b"C" + the child's own reply, passed through unread and at
 most `max_reply` bytes (its only words, which the grader decodes as untrusted plain data), or
 b"S" + this server's JSON ({"exit": ...}, {"timeout": true}, {"too_big": n}, or at the end
@@ -22,9 +25,10 @@ b"S" + this server's JSON ({"exit": ...}, {"timeout": true}, {"too_big": n}, or 
 ended a process of the program}, for b"E" only). A program is always ended before the next starts.
 
 Per program, as little as possible waits: two children are kept ready ahead of their programs,
-each forked once a program has answered (while the grader checks the answers) and set up while
-programs run (its descriptors, rlimits, its part of the seccomp filter); each then waits on
-its request pipe. The server's own part of the filter is loaded once, before the first fork.
+each forked and set up while a program runs (its descriptors, rlimits, its part of the seccomp
+filter); each then waits on its request pipe. A program that exits once answered is mostly gone
+(its memory freed) by the time the grader has checked its answers and ends it. The server's own
+part of the filter is loaded once, before the first fork.
 
 What the child cannot touch: this process is not dumpable (no /proc/<pid>/mem or fd/ for the
 same uid), the seccomp filters let it signal or ptrace no one but itself, and its only
@@ -141,6 +145,7 @@ class Server:
             (resource.RLIMIT_MEMLOCK, (0, 0)),
         ] + ([(resource.RLIMIT_NPROC, (limits["processes"],) * 2)] if limits["processes"] > 0 else [])
         self.null = os.open("/dev/null", os.O_RDONLY)
+        self.child_filter = modules["sandbox_seccomp"].ChildFilter()
 
     def start(self, start: bytes) -> None:
         """One program, from its start (its JSON {"source", "calls"}, passed on unread) to the
@@ -154,14 +159,14 @@ class Server:
             write_frame(req_w, start)
         except BrokenPipeError:
             pass  # its set-up failed; _relay sees EOF and says how
-        alive = self._relay(pid, rep_r, deadline)
-        # A child for a program to come, forked while the grader checks these answers: a program's
-        # start waits for no fork, and its first answer neither.
+        # A child for a program to come, forked while this one runs (on the other core, where there
+        # is one): a program's start waits for no fork, and neither does its end.
         try:
             while len(self.spares) < _SPARES:
                 self.spares.append(self._fork())
         except OSError:
-            pass  # no room (the pids cgroup full of this program's threads): forked at the next start
+            pass  # no room (the pids cgroup full of the last program's processes): forked at the next start
+        alive = self._relay(pid, rep_r, deadline)
         while (request := read_frame(0, 1 << 24)) is not None:
             if request[:1] in (b"E", b"Q"):
                 break
@@ -286,7 +291,7 @@ class Server:
             _quiet(os.write, 2, f"{SETUP_FAILED_MARK}: {exc!r}\n".encode())
             os._exit(SETUP_FAILED_EXIT)
         start = json.loads(start)
-        _serve(start["source"], start["calls"], self.modules)
+        _serve(start["source"], start["calls"], start["exit_when_answered"], self.modules)
 
     def _child_setup(self, req_r: int, rep_w: int, out: int) -> None:
         os.setsid()
@@ -300,16 +305,16 @@ class Server:
         os.closerange(keep + 1, 1 << 16)
         for which, values in self.rlimits:
             resource.setrlimit(which, values)
-        seccomp = self.modules["sandbox_seccomp"]
-        seccomp.install(seccomp.child_filter(os.getpid()))  # on top of SERVER, inherited
+        self.child_filter.install(os.getpid())  # on top of SERVER, inherited
         os.chdir(self.home)
         sys.argv = ["program.py"]
 
 
-def _serve(source: str, calls: list | None, modules: dict) -> None:
+def _serve(source: str, calls: list | None, exit_when_answered: bool, modules: dict) -> None:
     """The program's side: run it, then answer calls to its functions with plain data."""
     plain = modules["plain_data"]
-    write, dumps, loads, flush = os.write, json.dumps, json.loads, _flush  # bound before the program runs
+    # Bound before the program runs, which may replace any of them where they came from.
+    write, dumps, loads, flush, exit_ = os.write, json.dumps, json.loads, _flush, os._exit
 
     def reply(message: dict) -> None:
         flush()
@@ -335,7 +340,7 @@ def _serve(source: str, calls: list | None, modules: dict) -> None:
         exec(compile(source, "program.py", "exec"), namespace)
     except BaseException as exc:  # noqa: BLE001 - SystemExit and all: the program's failure
         reply({"raised": _exception(exc)})
-        os._exit(0)
+        exit_(0)
     # Calls known in advance are answered together, in one reply: one round trip per program. Up to
     # the first exception, as a test would stop there.
     if calls is None:
@@ -347,9 +352,14 @@ def _serve(source: str, calls: list | None, modules: dict) -> None:
             if "raised" in results[-1]:
                 break
         reply({"results": results})
+        if exit_when_answered and len(results) == len(calls):
+            # All the grader asked for: exit now, so that this process's end (the kernel freeing its
+            # memory: the larger part of a fork's cost) overlaps the grader's check, not the next
+            # program's start. A program that stops this only makes its end the server's kill.
+            exit_(0)
     while (request := read_frame(_REQ_FD, 1 << 24)) is not None:
         reply(answer(loads(request)))
-    os._exit(0)
+    exit_(0)
 
 
 def _output(fd: int) -> str:

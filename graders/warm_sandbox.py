@@ -125,12 +125,13 @@ class WarmSandbox:
             for pid in _tree(self.proc.pid):
                 self.cgroup.add(pid)
 
-    def program(self, source: str, calls: list[dict] | None = None) -> Program:
+    def program(self, source: str, calls: list[dict] | None = None, exit_when_answered: bool = False) -> Program:
         """Start a program; `calls` (from `encode_call`), if known in advance, are answered as soon as it
-        has loaded, all in one reply (see wait_loaded)."""
+        has loaded, all in one reply (see wait_loaded). `exit_when_answered`: the grader needs nothing
+        more once every one of them was made, so the program then exits (and is ended sooner)."""
         if self.broken:
             raise SandboxError("sandbox already failed")
-        return Program(self, source, calls)
+        return Program(self, source, calls, exit_when_answered)
 
     def settle(self) -> None:
         """Between programs: wait until the server has ended the last one (killed, cleaned up after,
@@ -197,14 +198,15 @@ class WarmSandbox:
 class Program:
     """One program's run in a warm sandbox, from its first line to `end()`."""
 
-    def __init__(self, sandbox: WarmSandbox, source: str, calls: list[dict] | None = None):
+    def __init__(self, sandbox: WarmSandbox, source: str, calls: list[dict] | None = None,
+                 exit_when_answered: bool = False):
         self.sandbox = sandbox
         limits = sandbox.limits
         self.deadline = time.monotonic() + limits.wall_s
         self.stopped: ProgramStopped | None = None
         self.exit_code: int | None = None  # set when the program exits before its end
         self.ended = False  # quietly ended (end(wait=False))
-        sandbox._send_json({"source": source, "calls": calls}, b"S")
+        sandbox._send_json({"source": source, "calls": calls, "exit_when_answered": exit_when_answered}, b"S")
 
     def wait_loaded(self) -> list | None:
         """Returns once the program's top level has run (its functions exist), with the answers to

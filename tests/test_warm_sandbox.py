@@ -49,12 +49,13 @@ def test_plain_data_decoding_trusts_nothing(text):
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the filter is built for x86_64")
 def test_seccomp_denies_processes_and_others_but_not_threads_or_self():
     from graders import sandbox_seccomp
+    child_filter = sandbox_seccomp.ChildFilter()  # made before the fork, as the server makes it
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child reports one character per check
         os.close(read)
         sandbox_seccomp.install(sandbox_seccomp.SERVER)  # as the server does, once
-        sandbox_seccomp.install(sandbox_seccomp.child_filter(os.getpid()))  # as each child does
+        child_filter.install(os.getpid())  # as each child does
         out = []
         for attempt in (os.fork, lambda: os.memfd_create("x"), lambda: os.kill(os.getppid(), 0),
                         lambda: os.execv("/bin/true", ["true"])):
@@ -93,6 +94,43 @@ def test_answers_given_in_advance_then_live_calls_off_the_script():
         run.end()
     finally:
         sandbox.close()
+
+
+@needs_bwrap
+def test_a_program_asked_nothing_more_exits_once_it_has_answered_every_call_but_not_before():
+    sandbox = WarmSandbox(Limits(wall_s=5, cpu_s=5, memory_mb=256), "bwrap")
+    try:
+        source = "def f(x):\n    if x == 0:\n        raise ValueError(x)\n    return x * 10\n"
+        for script, answered in (([1, 2], [10, 20]), ([1, 0], [10, "raised"])):
+            run = sandbox.program(source, [encode_call("f", (x,), {}) for x in script], exit_when_answered=True)
+            results = run.wait_loaded()
+            assert [r if not isinstance(r, ProgramRaised) else "raised" for r in results] == answered
+            # Every call made (the last may raise): it exits by itself, a zombie until the server reaps
+            # it at the end, which then reports its own exit (0), not the server's kill (-9).
+            deadline = time.monotonic() + 20
+            while not _zombies(sandbox) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert _zombies(sandbox), "the program did not exit after its last answer"
+            assert run.end().exit_code == 0
+        # Stopped short (the first call raised): it stays up for the calls past it.
+        run = sandbox.program(source, [encode_call("f", (x,), {}) for x in (0, 1)], exit_when_answered=True)
+        assert len(run.wait_loaded()) == 1
+        assert run.call("f", 3) == 30
+        assert run.end().exit_code == -9
+    finally:
+        sandbox.close()
+
+
+def _zombies(sandbox: WarmSandbox) -> list[int]:
+    found = []
+    for pid in _tree(sandbox.proc.pid):
+        try:
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z":
+            found.append(pid)
+    return found
 
 
 @needs_bwrap
