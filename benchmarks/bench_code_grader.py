@@ -9,18 +9,21 @@ threads (this machine has 2 cores):
             check() in the grader, its calls answered by the program with plain data, in one reply
             (the calls recorded from the canonical solutions first, once per process, untimed:
             training grades each problem many times).
-Prints programs/s for each and the ratio, and the CPU time each program costs (the grader, the
+Each thread count runs `--rounds` rounds, one-shot then warm in each, so that both paths see the
+same drift of a shared machine; prints each path's median programs/s and the ratio of the medians
+(with the range of the rounds' own ratios), and the CPU time each program costs (the grader, the
 sandboxes and the programs together, from a cpuacct cgroup where there is one), which other work
-on a shared machine does not move.
+on a shared machine moves less.
 No pass/fail.
 
-    python benchmarks/bench_code_grader.py [--programs 164]
+    python benchmarks/bench_code_grader.py [--programs 164] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import secrets
+import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -90,6 +93,7 @@ def rate(grade, task: HumanEvalTask, problems: list, threads: int, meter: CpuMet
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--programs", type=int, default=164)
+    parser.add_argument("--rounds", type=int, default=3, help="one-shot then warm, this many times per thread count")
     args = parser.parse_args()
     meter = CpuMeter()
     task = HumanEvalTask()
@@ -100,14 +104,22 @@ def main() -> None:
     rate(warm, task, problems, 2, meter)  # records check()'s calls per problem: once per process
     print(f"(recording check()'s calls of {len({p.id for p in problems})} canonical solutions, once: "
           f"{time.perf_counter() - start:.1f} s)")
-    print(f"{'':>7} {'programs/s':^27} {'CPU ms per program':^27}")
-    print(f"{'threads':>7} {'one-shot':>9} {'warm':>9} {'ratio':>7}  {'one-shot':>9} {'warm':>9} {'ratio':>7}")
+    print(f"(medians of {args.rounds} rounds; in brackets, the range of the rounds' own ratios)")
+    print(f"{'':>7} {'programs/s':^39} {'CPU ms per program':^27}")
+    print(f"{'threads':>7} {'one-shot':>9} {'warm':>9} {'ratio':>7} {'(range)':>11}  {'one-shot':>9} {'warm':>9} {'ratio':>7}")
     for threads in (1, 2):
-        before, before_cpu = rate(one_shot, task, problems, threads, meter)
-        after, after_cpu = rate(warm, task, problems, threads, meter)
-        cpu = (f"{before_cpu:9.1f} {after_cpu:9.1f} {before_cpu / after_cpu:6.1f}x" if after_cpu
-               else f"{'n/a (no cpuacct cgroup)':>27}")
-        print(f"{threads:>7} {before:9.1f} {after:9.1f} {after / before:6.1f}x  {cpu}")
+        rounds = [(rate(one_shot, task, problems, threads, meter), rate(warm, task, problems, threads, meter))
+                  for _ in range(args.rounds)]
+        before, after = (statistics.median(r[path][0] for r in rounds) for path in (0, 1))
+        ratios = [r[1][0] / r[0][0] for r in rounds]
+        spread = f"[{min(ratios):.1f}-{max(ratios):.1f}]"
+        speed = f"{before:9.1f} {after:9.1f} {after / before:6.1f}x {spread:>11}"
+        if meter.group is None:
+            cpu = f"{'n/a (no cpuacct cgroup)':>27}"
+        else:
+            before_cpu, after_cpu = (statistics.median(r[path][1] for r in rounds) for path in (0, 1))
+            cpu = f"{before_cpu:9.1f} {after_cpu:9.1f} {before_cpu / after_cpu:6.1f}x"
+        print(f"{threads:>7} {speed}  {cpu}")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     task.pool.close()
     meter.close()
