@@ -165,7 +165,7 @@ class Server:
             while len(self.spares) < _SPARES:
                 self.spares.append(self._fork())
         except OSError:
-            pass  # no room (the pids cgroup full of the last program's processes): forked at the next start
+            pass  # no room (the pids cgroup full of this program's threads): forked at the next start
         alive = self._relay(pid, rep_r, deadline)
         while (request := read_frame(0, 1 << 24)) is not None:
             if request[:1] in (b"E", b"Q"):
