@@ -148,7 +148,7 @@ class Server:
         self.child_filter = modules["sandbox_seccomp"].ChildFilter()
 
     def start(self, start: bytes) -> None:
-        """One program, from its start (its JSON {"source", "calls"}, passed on unread) to the
+        """One program, from its start (its JSON {"source", "calls", ...}, passed on unread) to the
         grader's "end" (or this server's EOF)."""
         deadline = time.monotonic() + self.wall_s
         if self.pids_fd is not None and self.pids_idle is None:
