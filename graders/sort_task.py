@@ -28,6 +28,14 @@ class SortTask(GeneratedTask):
             raise ValueError(f"max_value must be >= 1, got {max_value}")
         self.min_len, self.max_len, self.max_value = min_len, max_len, max_value
         self._split(held_out)
+        # Training draws skip the held-out lists: were every list held out, they would never end.
+        distinct = sum((max_value + 1) ** n for n in range(min_len, max_len + 1))
+        if distinct <= len(self._eval_keys):
+            raise ValueError(
+                f"task.params: sort with min_len={min_len}, max_len={max_len}, max_value={max_value} has "
+                f"{distinct} distinct problems and the held-out split ({held_out} drawn) holds every one, leaving "
+                "none to train on: raise max_value or max_len"
+            )
 
     def _draw(self, n: int, rng: np.random.Generator, exclude: set[str]) -> list[Problem]:
         out: list[Problem] = []

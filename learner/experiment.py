@@ -4,6 +4,7 @@
     python -m learner.experiment --suite quick            # CI: every method runs, the table is written
     python -m learner.experiment --suite default --lrs 2e-4 --methods score,no_stage1
     python -m learner.experiment --suite default --report --methods base,score@3e-4,...   # the reported run
+    python -m learner.experiment --methods pair_sft@1e-4 --seeds 0 --save-models   # keep each trained policy (<run>/model)
 
 The protocol (docs/results/PROTOCOL.md): held-out problems 0-999 are reported, 1000-1999 validate.
 Without --report the suite evaluates on validation and refuses any evaluation overlapping 0-999;
@@ -47,6 +48,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -227,8 +229,10 @@ def _log_to(path: Path):
     return log
 
 
-def run_one(cfg_json: str, base_dir: str, out_dir: str, threads: int) -> dict:
-    """One (method, seed) run in this process; returns its summary (also written as summary.json)."""
+def run_one(cfg_json: str, base_dir: str, out_dir: str, threads: int, save_model: bool = False) -> dict:
+    """One (method, seed) run in this process; returns its summary (also written as summary.json).
+    save_model: also write the trained policy to `out_dir`/model, a Hugging Face directory (the
+    weights, and the base's tokenizer), which `model.path` can start another run from."""
     from common.logs import configure_process
     from graders.registry import make_task
     from learner.driver.local_backend import LocalBackend
@@ -257,6 +261,8 @@ def run_one(cfg_json: str, base_dir: str, out_dir: str, threads: int) -> dict:
         steps = cfg.score.stage1_steps + cfg.score.stage2_steps
         final = loop.evaluate(step=steps) if steps else first
         problems = loop.last_eval_problems  # the final evaluation's, per problem: the tables' bootstrap
+        if save_model:
+            save_policy(backend, Path(base_dir), out / "model")
     finally:
         backend.close()
     with (out / "eval_problems.jsonl").open("w") as f:
@@ -276,6 +282,18 @@ def run_one(cfg_json: str, base_dir: str, out_dir: str, threads: int) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log(f"done in {summary['wall_s']:.0f}s: " + " ".join(f"{k} {final[k]:.1f}" for k in METRICS))
     return summary
+
+
+def save_policy(backend, base_dir: Path, out: Path) -> None:
+    """The backend's policy as a Hugging Face directory with the base's tokenizer, written whole or not
+    at all (built beside `out`, then renamed)."""
+    staging = out.with_name(out.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    backend.save(str(staging))
+    for tokenizer_file in base_dir.glob("tokenizer*"):
+        shutil.copy(tokenizer_file, staging / tokenizer_file.name)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(staging, out)
 
 
 def _worker(args):
@@ -417,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="the final run of a frozen recipe: evaluate on the "
                         "reported slice (held-out problems 0-999); without it the suite evaluates on validation "
                         "(1000-1999) and refuses the reported slice")
+    parser.add_argument("--save-models", action="store_true", help="write each run's trained policy to "
+                        "<run>/model (Hugging Face format), e.g. to start another run from it with model.path")
     parser.add_argument("--out", help="where the table, JSON and plots go (default: the runs directory)")
     parser.add_argument("--runs-dir", help="where each run's metrics and logs go (default: runs/experiment-<suite>-<time>); "
                         "runs already finished there with the same configuration are reused, not run again")
@@ -449,10 +469,13 @@ def main(argv: list[str] | None = None) -> int:
     order = sorted(configs, key=lambda ms: -(configs[ms].score.stage1_steps + configs[ms].score.stage2_steps))
     runs: dict[tuple[str, int], dict] = {}
     for m, s in order:
-        if (summary := finished_run(configs[m, s], run_root / f"{m}-s{s}")) is not None:
+        run_dir = run_root / f"{m}-s{s}"
+        if args.save_models and not (run_dir / "model" / "config.json").is_file():
+            continue  # its policy is wanted, and was not saved: run it again
+        if (summary := finished_run(configs[m, s], run_dir)) is not None:
             runs[(m, s)] = summary
-            log(f"{m} seed {s}: finished before in {run_root / f'{m}-s{s}'}, reused")
-    jobs = [(m, s, configs[m, s].model_dump_json(), base_dir, str(run_root / f"{m}-s{s}"), args.threads)
+            log(f"{m} seed {s}: finished before in {run_dir}, reused")
+    jobs = [(m, s, configs[m, s].model_dump_json(), base_dir, str(run_root / f"{m}-s{s}"), args.threads, args.save_models)
             for m, s in order if (m, s) not in runs]
     at_once, reused = max(1, min(args.jobs, len(jobs))), len(runs)
     log(f"suite {suite_name}: {len(methods)} methods x {len(seeds)} seeds, {len(jobs)} to run, {at_once} at a time -> {out}")

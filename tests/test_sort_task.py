@@ -39,6 +39,14 @@ def test_problem_shape_follows_params():
         assert p.answer.split() == [str(v) for v in sorted(values)]
 
 
+def test_a_task_too_small_to_train_on_outside_the_held_out_split_is_refused_by_name():
+    # Nine lists of two numbers up to 2, all held out: training draws used to loop forever.
+    with pytest.raises(ValueError, match=r"min_len=2, max_len=2, max_value=2 has 9 distinct problems.*raise max_value"):
+        make_task("sort", {"min_len": 2, "max_len": 2, "max_value": 2})
+    task = make_task("sort", {"min_len": 2, "max_len": 2, "max_value": 9, "held_out": 50})  # 100 lists, some left
+    assert task.train_problems(10, np.random.default_rng(0))
+
+
 def test_an_eval_offset_evaluates_a_disjoint_validation_slice_of_the_held_out_split(sort_task):
     from learner.driver.loop import TrainLoop
     from protos import load_config
