@@ -88,8 +88,7 @@ def test_quick_suite_runs_every_method_and_writes_the_table(tmp_path):
         assert second[method]["per_seed"] == rows[method]["per_seed"]
 
 
-
-def suite(tmp_path, *args: str) -> subprocess.CompletedProcess:
+def suite(*args: str) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "learner.experiment", "--quick", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -104,10 +103,10 @@ def test_saved_models_are_the_trained_policies_and_runs_start_from_them(tmp_path
     shipped = ["--set", "model.num_layers=4", "--set", "warmstart.max_steps=2000", "--set", "warmstart.check_every=25",
                "--set", "score.max_new_tokens=48"]
     runs = tmp_path / "runs"
-    suite(tmp_path, "--methods", "score", "--seeds", "0", "--runs-dir", str(runs), *shipped)
+    suite("--methods", "score", "--seeds", "0", "--runs-dir", str(runs), *shipped)
     assert not (runs / "score-s0" / "model").exists()  # only asked for
     # Finished, but without its policy: --save-models runs it again, and writes it whole.
-    again = suite(tmp_path, "--methods", "score", "--seeds", "0", "--save-models", "--runs-dir", str(runs), *shipped)
+    again = suite("--methods", "score", "--seeds", "0", "--save-models", "--runs-dir", str(runs), *shipped)
     assert "1 to run" in again.stdout
     model, base = runs / "score-s0" / "model", ROOT / "learner" / "model" / "default_base"
     assert "the shipped default base" in again.stdout and not list(model.parent.glob("*.tmp"))
@@ -116,7 +115,7 @@ def test_saved_models_are_the_trained_policies_and_runs_start_from_them(tmp_path
     assert sum(not (trained[k] == warm[k]).all() for k in warm) == len(warm)  # trained: every tensor moved
     assert (model / "tokenizer.json").read_bytes() == (base / "tokenizer.json").read_bytes()
     # A run from it (model.path), untrained, evaluates the same problems to what the run's end measured.
-    suite(tmp_path, "--methods", "base", "--seeds", "0", "--runs-dir", str(tmp_path / "from_saved"), *shipped,
+    suite("--methods", "base", "--seeds", "0", "--runs-dir", str(tmp_path / "from_saved"), *shipped,
           "--set", f"model.path={model}")
     final = json.loads((runs / "score-s0" / "summary.json").read_text())["final"]
     loaded = json.loads((tmp_path / "from_saved" / "base-s0" / "summary.json").read_text())["final"]
