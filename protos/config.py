@@ -130,6 +130,12 @@ class ScoreConfig(_Section):
         "return r1 + r_hat2 = (1 - alpha) * r1 + (1 + alpha) * r2 (discount 1), so the bonus acts on attempt 1 too: "
         "it pays a first attempt that a right second one follows, and docks one that a wrong second one follows.",
     )
+    pair_coef: float = Field(
+        0.0, ge=0,
+        description="SCoRe only (not in the paper): weight of an auxiliary Pair-SFT term at every step, on rows made "
+        "from the step's own graded batch (each wrong first attempt followed by a right response to the same problem "
+        "from the batch; -log pi of that response, averaged over the rows; no KL). No extra samples. 0 = off.",
+    )
     beta1: float = Field(0.01, ge=0, description="KL weight on every attempt.")
     beta2: float = Field(0.5, ge=0, description="Stage I KL weight on attempt 1.")
     temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (the learner scores at it too).")
@@ -140,6 +146,14 @@ class ScoreConfig(_Section):
         description="Off-policy correction when cluster.max_policy_lag >= 1: each sampled token's policy-gradient term "
         "is weighted by min(pi_learner / pi_sampler, cap), truncated importance sampling; unset = no correction.",
     )
+
+
+    @model_validator(mode="after")
+    def _pairs_with_score(self) -> "ScoreConfig":
+        if self.pair_coef and self.method != "score":
+            raise ValueError(f"pair_coef={self.pair_coef} is a term of SCoRe's loss; method={self.method!r} has none "
+                             "(pair_sft is Pair-SFT alone)")
+        return self
 
 
 class EvalConfig(_Section):

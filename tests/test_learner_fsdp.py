@@ -26,25 +26,25 @@ def _graded_batch(model_dir, task):
     return batch, rewards
 
 
-def _rank(rank, world, port, model_dir, graded, stage, out, micro_batch_tokens):
+def _rank(rank, world, port, model_dir, graded, stage, out, micro_batch_tokens, objective):
     from learner.training.worker import LearnerWorker
 
     torch.set_num_threads(1)
     w = LearnerWorker(model_dir, rank, world, f"tcp://127.0.0.1:{port}", lr=1e-3, grad_clip=1.0, temperature=1.0,
                       micro_batch_tokens=micro_batch_tokens)
     batch, rewards = graded
-    stats = w.train_step(Objective(stage=stage, alpha=10, beta1=0.01, beta2=0.25), rewards, batch)
+    stats = w.train_step(Objective(stage=stage, alpha=10, beta1=0.01, beta2=0.25, **objective), rewards, batch)
     state = w.full_state_dict()
     if rank == 0:
         out.put(({k: v.numpy().copy() for k, v in state.items()}, stats))  # numpy: plain pickling, no shm
     w.close()
 
 
-def _train(world, model_dir, batch, stage, micro_batch_tokens=0):
+def _train(world, model_dir, batch, stage, micro_batch_tokens=0, **objective):
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     port = _port()
-    procs = [ctx.Process(target=_rank, args=(r, world, port, str(model_dir), batch, stage, out, micro_batch_tokens)) for r in range(world)]
+    procs = [ctx.Process(target=_rank, args=(r, world, port, str(model_dir), batch, stage, out, micro_batch_tokens, objective)) for r in range(world)]
     for p in procs:
         p.start()
     state, stats = out.get(timeout=240)
@@ -95,3 +95,25 @@ def test_a_group_with_an_ungraded_trace_is_left_out_of_the_update(tiny_model_dir
         torch.testing.assert_close(with_nan[k], without[k], atol=2e-5, rtol=1e-4)
     assert max(float((as_verdict[k] - with_nan[k]).abs().max()) for k in with_nan) > 1e-4
     assert stats1["learner_tokens"] == stats2["learner_tokens"]
+
+
+def test_the_pair_term_adds_the_rows_gradient_alike_on_one_and_two_ranks(tiny_model_dir, sort_task):
+    """score.pair_coef: the step's own Pair-SFT rows, an odd number of them, so the second rank pads
+    with a weight-0 row; the update differs from SCoRe's alone and is the same on 1 and 2 ranks."""
+    from learner.training.pairs import repair_pairs
+
+    batch, rewards = _graded_batch(tiny_model_dir, sort_task)
+    rows = int(repair_pairs(batch, rewards)[1][:, 1].sum())
+    if rows % 2 == 0:  # make it odd: one more group-0 trace with a wrong first attempt, or one fewer
+        first = np.flatnonzero(batch.groups == batch.groups[0])[0]
+        rewards[first, 0] = 1.0 - rewards[first, 0]
+        rows = int(repair_pairs(batch, rewards)[1][:, 1].sum())
+    assert rows % 2 == 1 and rows > 1
+    alone, _ = _train(1, tiny_model_dir, (batch, rewards), 2)
+    one, stats1 = _train(1, tiny_model_dir, (batch, rewards), 2, pair_coef=1.0)
+    two, stats2 = _train(2, tiny_model_dir, (batch, rewards), 2, micro_batch_tokens=100, pair_coef=1.0)
+    assert stats1["pair_rows"] == stats2["pair_rows"] == rows
+    assert stats1["pair_loss"] > 0 and stats2["pair_loss"] == pytest.approx(stats1["pair_loss"], rel=1e-4)
+    assert max(float((one[k] - alone[k]).abs().max()) for k in one) > 1e-4
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], atol=2e-5, rtol=1e-4)

@@ -48,6 +48,14 @@ not (one component: 0.44 exact, 0.49 from k2). The KL *value* we report uses k3 
 the unbiased, non-negative estimator of the sequence KL (k2 only approximates the value). Using k3
 as the loss instead would give the gradient of the forward KL(π_ref‖π), not the objective's.
 
+SCoRe with the base's pairs' lesson at every step (score.pair_coef = λ > 0, not in the paper): the
+step's own graded batch also gives Pair-SFT's rows [x, y1 wrong, p, y* right] (learner/training/pairs.py:
+each wrong first attempt followed by a right response to the same problem from the batch, another
+sample's first attempt or a second attempt), and
+    L = L_stage + λ · (-Σ log π(y*) / #rows)
+with no KL and no importance ratio on the rows (y* was sampled in another context). No sample is
+added: the rows relabel what the step sampled anyway, so the sampled-token budget is SCoRe's.
+
 Terms are summed over an attempt's tokens and averaged over the traces of the global batch (the
 imitation methods' term: over their pairs, see above).
 
@@ -87,6 +95,7 @@ class Objective:
     normalize: bool = False  # each attempt's advantages over their batch std (score.normalize_advantages)
     attempt1_baseline: bool = False  # Stage II: -α·r1 subtracted from attempt 2's shaped reward exactly (score.attempt2_baseline)
     episode_credit: bool = False  # Stage II: attempt 1 credited with the episode's return r1 + r̂2 (score.stage2_credit)
+    pair_coef: float = 0.0  # SCoRe: weight of the auxiliary Pair-SFT term on the step's own rows (score.pair_coef)
 
     def __post_init__(self):
         if self.stage not in (1, 2):
@@ -110,8 +119,9 @@ def stage_schedule(sc, off_policy: bool = False) -> list[tuple[Objective, int]]:
     normalize = sc.normalize_advantages and sc.method not in IMITATION  # their "advantage" is a 0/1 weight
     if sc.method == "score":
         return [
-            (Objective(1, sc.alpha, sc.beta1, sc.beta2, lr=sc.lr, is_cap=is_cap, normalize=normalize), sc.stage1_steps),
-            (Objective(2, sc.alpha, sc.beta1, sc.beta2, lr=sc.stage2_lr or sc.lr, is_cap=is_cap,
+            (Objective(1, sc.alpha, sc.beta1, sc.beta2, lr=sc.lr, is_cap=is_cap, normalize=normalize,
+                       pair_coef=sc.pair_coef), sc.stage1_steps),
+            (Objective(2, sc.alpha, sc.beta1, sc.beta2, lr=sc.stage2_lr or sc.lr, is_cap=is_cap, pair_coef=sc.pair_coef,
                        normalize=normalize if sc.stage2_normalize_advantages is None else sc.stage2_normalize_advantages,
                        attempt1_baseline=sc.attempt2_baseline == "attempt1",
                        episode_credit=sc.stage2_credit == "episode"), sc.stage2_steps),
@@ -167,6 +177,13 @@ def pair_count(adv2: np.ndarray, obj: Objective) -> int:
     """The imitation methods' normaliser: the number of (wrong, right) pairs in the global batch, at
     least 1 (a batch without pairs has a zero imitation term anyway). 1 for the others (unused)."""
     return max(1, int((np.asarray(adv2) > 0).sum())) if obj.method in IMITATION else 1
+
+
+def pair_loss(logp: torch.Tensor, segment: torch.Tensor, weight: torch.Tensor, total_rows: int) -> torch.Tensor:
+    """SCoRe's auxiliary Pair-SFT term for these rows [x, y1, p, y*]: -Σ weight·log π(y*) / total_rows,
+    `weight` per row (λ, or 0 for a row that only keeps the ranks' passes in step), `total_rows` of the
+    whole batch."""
+    return -(weight * (logp * (segment == ATTEMPT2).float()).sum(-1)).sum() / total_rows
 
 
 def importance_weights(logp: torch.Tensor, sample_logp: torch.Tensor, cap: float) -> torch.Tensor:

@@ -23,9 +23,9 @@ import torch
 import torch.distributed as dist
 
 from common.scoring import micro_batch_count, micro_batches, token_logprobs
-from learner.training.losses import Objective, advantages, pair_count, score_loss
+from learner.training.losses import Objective, advantages, pair_count, pair_loss, score_loss
 from learner.training.pairs import repair_pairs
-from protos import TraceBatch
+from protos import ATTEMPT2, TraceBatch
 from protos.batch import graded_groups
 
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=5)
@@ -128,6 +128,8 @@ class LearnerWorker:
             # learner vs engine log-probs of the same sampled tokens: the engine's numerical gap,
             # plus the policy lag when the batch was sampled by older weights
             gaps.append(logp.detach().cpu().numpy()[mask] - shard.sample_logprobs[mask])
+        if objective.pair_coef:
+            stats.update(self._pair_term(objective.pair_coef, batch, rewards))
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -157,6 +159,29 @@ class LearnerWorker:
             "learner_tokens": tokens_total,
             "learner_s": time.perf_counter() - started,
         }
+
+    def _pair_term(self, coef: float, batch: TraceBatch, rewards: np.ndarray) -> dict[str, float]:
+        """SCoRe's auxiliary Pair-SFT term (score.pair_coef): backward through λ·(-log π(y*)) averaged
+        over the Pair-SFT rows of this step's own batch, its gradients added to the RL loss's. Every
+        rank scores the same number of rows (FSDP's collectives need the same passes): the last ranks
+        pad theirs with row 0 at weight 0."""
+        paired, paired_rewards = repair_pairs(batch, rewards)
+        total = int(paired_rewards[:, 1].sum())  # 0: the batch gave no row
+        if not total:
+            return {"pair_loss": 0.0, "pair_rows": 0.0}
+        rows = self.my_rows(total)
+        per_rank = -(-total // self.world_size)
+        weight = np.r_[np.full(len(rows), coef), np.zeros(per_rank - len(rows))].astype(np.float32)
+        rows = np.r_[rows, np.zeros(per_rank - len(rows), dtype=rows.dtype)]
+        loss_sum = 0.0
+        for part in self._micro_batches(paired.lengths[rows]):
+            shard = paired.select(rows[part])
+            tokens, lengths, segment, row_weight = self._on_device(shard.tokens, shard.lengths, shard.segment, weight[part])
+            logp = token_logprobs(self.model, tokens, lengths, self.temperature, segment == ATTEMPT2)
+            loss = pair_loss(logp, segment, row_weight, total)
+            (loss * self.world_size).backward()
+            loss_sum += float(loss.detach())
+        return {"pair_loss": loss_sum, "pair_rows": float((weight > 0).sum())}  # summed over the ranks
 
     def _on_device(self, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
         return tuple(torch.from_numpy(a).to(self.device, non_blocking=True) for a in arrays)
