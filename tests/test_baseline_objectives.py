@@ -144,3 +144,24 @@ def test_online_star_step_size_does_not_shrink_with_the_correction_rate():
     with_pairs, _ = score_loss(logp, ref, segment, torch.zeros(2), torch.zeros(2), kl, total_traces=2, total_pairs=7)
     without, _ = score_loss(logp, ref, segment, torch.zeros(2), torch.zeros(2), kl, total_traces=2, total_pairs=1)
     assert float(with_pairs) == pytest.approx(float(without)) and float(without) > 0
+
+
+def test_scores_pair_term_is_pair_sfts_loss_weighted_and_only_in_score():
+    """score.pair_coef: λ·(-Σ log π(y*) / #rows) over y*'s tokens, the same value as Pair-SFT's own loss
+    on the rows (which has no KL), λ times; a weight-0 row (a rank's padding) adds nothing; the
+    schedule gives it to both SCoRe stages, and the config refuses it for any other method."""
+    from learner.training.losses import pair_loss
+    from protos import RunConfig
+
+    segment, logp, ref = _batch()
+    pair_sft = Objective(1, alpha=10, beta1=0.01, beta2=0.5, method="pair_sft")
+    sft, _ = score_loss(logp, ref, segment, torch.zeros(2), torch.ones(2), pair_sft, total_traces=2, total_pairs=2)
+    assert float(pair_loss(logp, segment, torch.full((2,), 0.5), 2)) == pytest.approx(0.5 * float(sft))
+    assert float(sft) == pytest.approx((0.2 + 0.1 + 0.4 + 0.9) / 2)
+    padded = pair_loss(logp, segment, torch.tensor([1.0, 0.0]), 2)
+    assert float(padded) == pytest.approx(0.2 / 2)
+    sc = RunConfig.model_validate({"score": {"pair_coef": 0.5}}).score
+    assert [objective.pair_coef for objective, _ in stage_schedule(sc)] == [0.5, 0.5]
+    assert RunConfig().score.pair_coef == 0.0  # off unless asked for: the paper's SCoRe
+    with pytest.raises(ValueError, match="pair_coef"):
+        RunConfig.model_validate({"score": {"method": "pair_sft", "pair_coef": 0.5}})
