@@ -48,10 +48,10 @@ not (one component: 0.44 exact, 0.49 from k2). The KL *value* we report uses k3 
 the unbiased, non-negative estimator of the sequence KL (k2 only approximates the value). Using k3
 as the loss instead would give the gradient of the forward KL(π_ref‖π), not the objective's.
 
-SCoRe with the base's pairs' lesson at every step (score.pair_coef = λ > 0, not in the paper): the
-step's own graded batch also gives Pair-SFT's rows [x, y1 wrong, p, y* right] (learner/training/pairs.py:
-each wrong first attempt followed by a right response to the same problem from the batch, another
-sample's first attempt or a second attempt), and
+SCoRe with an auxiliary Pair-SFT term at every step (score.pair_coef = λ > 0; not in the paper): the
+step's own graded batch, sampled by the current policy, also gives Pair-SFT's rows [x, y1 wrong, p,
+y* right] (learner/training/pairs.py: each wrong first attempt followed by a right response to the
+same problem from the batch, another sample's first attempt or a second attempt), and
     L = L_stage + λ · (-Σ log π(y*) / #rows)
 with no KL and no importance ratio on the rows (y* was sampled in another context). No sample is
 added: the rows relabel what the step sampled anyway, so the sampled-token budget is SCoRe's.
