@@ -28,6 +28,9 @@ Methods (each a RunConfig, so `python -m learner.main --set ...` runs any of the
   no_stage1    Stage II's objective from the base (score.stage1_steps=0, all steps in Stage II)
   no_shaping   SCoRe with alpha = 0 (score.alpha=0)
   score        SCoRe: Stage I then Stage II
+  score_pairs  SCoRe with an auxiliary Pair-SFT term on each step's own batch (score.pair_coef=1; not in
+               the paper): every wrong first attempt followed by a right response to the same problem
+               from the batch, supervised, at no extra samples
   online_star  STaR on the policy's own (wrong attempt 1, right attempt 2) traces, re-sampled
                every step (score.method=online_star); the imitation term averaged over those pairs
   star         the paper's STaR: SFT on the base model's successful revisions, sampled before the
@@ -65,6 +68,7 @@ LABELS = {
     "no_stage1": "SCoRe w/o Stage I",
     "no_shaping": "SCoRe w/o reward shaping (α=0)",
     "score": "SCoRe",
+    "score_pairs": "SCoRe + its own pairs (λ=1)",
     "online_star": "online STaR (own i→c pairs)",
     "star": "STaR (the base's i→c, offline)",
     "pair_sft": "Pair-SFT (the base's wrong + right, offline)",
@@ -103,7 +107,8 @@ RECIPE_70_STEPS = RECIPE + [
 SUITES: dict[str, dict] = {
     "default": {
         "seeds": [0, 1, 2],
-        "methods": ["base", "single_turn", "no_stage1", "no_shaping", "score", "online_star", "star", "pair_sft"],
+        "methods": ["base", "single_turn", "no_stage1", "no_shaping", "score", "score_pairs", "online_star", "star",
+                    "pair_sft"],
         "settings": RECIPE,
         # one grid of learning rates (score.lr) for every trained method; each keeps its best on
         # validation, and the reported run takes those (--report --methods score@3e-4,...). 1e-3 left
@@ -130,7 +135,8 @@ SUITES: dict[str, dict] = {
     },
     "quick": {
         "seeds": [0, 1],
-        "methods": ["base", "single_turn", "no_stage1", "no_shaping", "score", "online_star", "star", "pair_sft"],
+        "methods": ["base", "single_turn", "no_stage1", "no_shaping", "score", "score_pairs", "online_star", "star",
+                    "pair_sft"],
         # CI: every method runs end to end and the table and plots are written; the numbers mean
         # nothing (a 30-step warm-start of a 2-layer model, 2 + 2 RL steps).
         "settings": [
@@ -209,6 +215,7 @@ def method_overrides(name: str, cfg: RunConfig) -> list[str]:
         "no_stage1": ["score.stage1_steps=0", f"score.stage2_steps={total}", "score.stage2_lr=null"],
         "no_shaping": ["score.alpha=0"],
         "score": [],
+        "score_pairs": ["score.pair_coef=1"],
         "online_star": ["score.method=online_star"],
         "star": ["score.method=star"],
         "pair_sft": ["score.method=pair_sft"],
@@ -350,11 +357,13 @@ def add_statistics(rows: list[dict], runs: dict[tuple[str, int], dict], seeds: l
     for r in rows:
         r["ci95"] = bootstrap_ci(*arrays[r["method"]], n_boot=n_boot)
         r["problems"] = int(arrays[r["method"]][0].shape[1])
-    # every SCoRe run (one per learning rate of a grid) against every other method's
+    # every SCoRe run (one per learning rate of a grid) against every other method's; SCoRe with its
+    # pair term against every method, plain SCoRe included
+    lead = lambda r: split_variant(r["method"])[0]  # noqa: E731
     return [{"score": s["method"], "method": r["method"], "label": f"{s['label']} vs {r['label']}",
              **paired_difference(arrays[s["method"]], arrays[r["method"]], n_boot=n_boot)}
-            for s in rows if split_variant(s["method"])[0] == "score"
-            for r in rows if split_variant(r["method"])[0] != "score"]
+            for s in rows if lead(s) in ("score", "score_pairs")
+            for r in rows if lead(r) not in (lead(s), "score_pairs")]
 
 
 def statistics_tables(rows: list[dict], comparisons: list[dict]) -> str:

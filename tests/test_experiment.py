@@ -8,7 +8,7 @@ import pytest
 
 from e2e import ROOT
 
-METHODS = {"base", "single_turn", "no_stage1", "no_shaping", "score", "online_star", "star", "pair_sft"}
+METHODS = {"base", "single_turn", "no_stage1", "no_shaping", "score", "score_pairs", "online_star", "star", "pair_sft"}
 METRICS = ("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "same_answer")
 
 
@@ -43,16 +43,18 @@ def test_quick_suite_runs_every_method_and_writes_the_table(tmp_path):
     first = table.split("95% confidence")[0]  # the mean ± std table; the CI and paired tables follow it
     table_rows = [line for line in first.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     assert "SCoRe" in table and "Δ(t1,t2)" in table and len(table_rows) == len(METHODS) + 1  # header + methods
-    # bootstrap CIs per row and SCoRe's paired comparisons with the 5 others, from per-problem results
+    # bootstrap CIs per row and SCoRe's paired comparisons with the others, from per-problem results
     assert result["report"] is False and "problems 1000-1015" in table  # tuning: the validation slice
     for r in rows.values():
         assert r["problems"] == 16
         for key in METRICS[:5]:
             ci = r["ci95"][key]
             assert ci["lo"] <= ci["value"] <= ci["hi"] and ci["value"] == pytest.approx(r[key]["mean"], abs=0.01)
-    assert {c["method"] for c in result["score_vs"]} == METHODS - {"score"}
+    # SCoRe against every method but its pair-term variant, which is compared with every method, SCoRe too
+    assert {(c["score"], c["method"]) for c in result["score_vs"]} == (
+        {("score", m) for m in METHODS - {"score", "score_pairs"}} | {("score_pairs", m) for m in METHODS - {"score_pairs"}})
     for c in result["score_vs"]:
-        d = rows["score"]["ci95"]["delta"]["value"] - rows[c["method"]]["ci95"]["delta"]["value"]
+        d = rows[c["score"]]["ci95"]["delta"]["value"] - rows[c["method"]]["ci95"]["delta"]["value"]
         assert c["delta"]["diff"] == pytest.approx(d) and c["delta"]["lo"] <= c["delta"]["diff"] <= c["delta"]["hi"]
     assert "SCoRe vs online STaR (own i→c pairs)" in table
     problems = [json.loads(line) for line in (tmp_path / "runs" / "score-s0" / "eval_problems.jsonl").read_text().splitlines()]
