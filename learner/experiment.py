@@ -317,6 +317,35 @@ def finished_run(cfg: RunConfig, run_dir: Path) -> dict | None:
         return None
 
 
+def runs_from_json(path: Path, settings: list[str], seeds: list[int]) -> dict[tuple[str, int], dict]:
+    """The runs of an earlier suite's JSON, as the summaries a table is made from, for a suite whose run
+    directories are gone (e.g. a method added to the reported table later): each run's per-problem
+    verdicts, evaluations and final figures are in the JSON; the per-run counts (wall time, sampled
+    tokens, attempts graded) only as their row's, spread evenly over its seeds. The JSON's suite must
+    have had exactly these settings and these seeds."""
+    from learner.statistics import decode_outcomes
+
+    result = json.loads(path.read_text())
+    if result["settings"] != settings or result["seeds"] != seeds:
+        raise ValueError(f"{path}: its runs had settings {result['settings']} and seeds {result['seeds']}, this suite "
+                         f"{settings} and {seeds}: they do not make one table")
+    problems = decode_outcomes(result["outcomes"])
+    runs = {}
+    for row in result["rows"]:
+        n = len(seeds)
+        for i, seed in enumerate(seeds):
+            name = f"{row['method']}-s{seed}"
+            share = lambda total: total // n + (i < total % n)  # noqa: E731  (the seeds' shares add up to the total)
+            runs[(row["method"], seed)] = {
+                "seed": seed, "final": {k: row["per_seed"][k][i] for k in METRICS}, "steps": row["steps"],
+                "wall_s": row["wall_s"]["total"] / n, "sampled_tokens": row["sampled_tokens"]["mean"],
+                **result["curves"][name], "problems": problems[name],
+                "graded_in_training": share(row["graded_in_training"]),
+                "flagged_in_training": {k: share(v) for k, v in row["flagged_in_training"].items()},
+            }
+    return runs
+
+
 def aggregate(method: str, summaries: list[dict]) -> dict:
     row: dict = {"method": method, "label": label(method), "seeds": [s["seed"] for s in summaries]}
     for key in METRICS:
@@ -446,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(1000-1999) and refuses the reported slice")
     parser.add_argument("--save-models", action="store_true", help="write each run's trained policy to "
                         "<run>/model (Hugging Face format), e.g. to start another run from it with model.path")
+    parser.add_argument("--with-runs-from", metavar="SUITE_JSON", help="put the runs of an earlier suite's JSON in the "
+                        "table too, read from the JSON (its run directories may be gone); it must have had this "
+                        "suite's settings and seeds")
     parser.add_argument("--out", help="where the table, JSON and plots go (default: the runs directory)")
     parser.add_argument("--runs-dir", help="where each run's metrics and logs go (default: runs/experiment-<suite>-<time>); "
                         "runs already finished there with the same configuration are reused, not run again")
@@ -473,11 +505,17 @@ def main(argv: list[str] | None = None) -> int:
     from learner.statistics import encode_outcomes
 
     base_dir = str(ensure_base_model(base_cfg, make_task(base_cfg.task.name, base_cfg.task.params), log))
+    earlier = runs_from_json(Path(args.with_runs_from), settings, seeds) if args.with_runs_from else {}
+    if earlier:  # the earlier suite's methods and this one's, in the suite's order of methods
+        order_of = {m: i for i, m in enumerate(suite["methods"])}
+        methods = sorted(dict.fromkeys([m for m, _ in earlier] + methods), key=lambda m: order_of.get(split_variant(m)[0], len(order_of)))
     configs = {(m, s): run_config(settings, m, s) for m in methods for s in seeds}
     # longest first (the base row has no training) so that the pool's tail is short
     order = sorted(configs, key=lambda ms: -(configs[ms].score.stage1_steps + configs[ms].score.stage2_steps))
-    runs: dict[tuple[str, int], dict] = {}
+    runs: dict[tuple[str, int], dict] = dict(earlier)
     for m, s in order:
+        if (m, s) in runs:
+            continue
         run_dir = run_root / f"{m}-s{s}"
         if args.save_models and not (run_dir / "model" / "config.json").is_file():
             continue  # its policy is wanted, and was not saved: run it again
@@ -507,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"{held_out_label(base_cfg.task).capitalize()}, greedy, % of problems; mean ± std over seeds "
         f"{seeds}. Suite `{suite_name}`, {len(methods) * len(seeds)} runs"
-        + (f" ({reused} finished by earlier invocations and reused)" if reused else "")
+        + (f" ({reused} finished by earlier invocations and reused" + (f", {len(earlier)} of them read from {args.with_runs_from}"
+                                                                         if earlier else "") + ")" if reused else "")
         # this invocation's wall time only says something when it ran the runs; the runs' own times always do
         + (f", {len(jobs)} run here in {wall / 60:.1f} min wall ({at_once} at a time on {os.cpu_count()} cores)" if jobs else "")
         + f"; the runs' own times add up to {sum(r['wall_s'] for r in runs.values()) / 60:.0f} min."

@@ -89,6 +89,29 @@ def test_quick_suite_runs_every_method_and_writes_the_table(tmp_path):
     for method in ("base", "score"):
         assert second[method]["per_seed"] == rows[method]["per_seed"]
 
+    # A suite whose run directories are gone: its JSON alone makes the same table again, so a method
+    # run later joins it (--with-runs-from); a JSON of other seeds is refused.
+    read = subprocess.run(
+        [sys.executable, "-m", "learner.experiment", "--quick", "--methods", "score", "--with-runs-from", str(out / "quick.json"),
+         "--out", str(tmp_path / "read"), "--runs-dir", str(tmp_path / "empty"), "--set", f"model.cache_dir={tmp_path / 'models'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert read.returncode == 0, read.stdout[-3000:] + read.stderr[-3000:]
+    assert "0 to run" in read.stdout and not (tmp_path / "empty" / "score-s0").exists()
+    third = json.loads((tmp_path / "read" / "quick.json").read_text())
+    assert [r["method"] for r in third["rows"]] == [r["method"] for r in result["rows"]]
+    for r in third["rows"]:
+        for key in ("per_seed", "ci95", "steps", "graded_in_training", "flagged_in_training"):
+            assert r[key] == rows[r["method"]][key], (r["method"], key)
+        assert r["wall_s"]["total"] == rows[r["method"]]["wall_s"]["total"]  # the mean only as the total / seeds
+    assert third["score_vs"] == result["score_vs"] and third["outcomes"] == result["outcomes"]
+    refused = subprocess.run(
+        [sys.executable, "-m", "learner.experiment", "--quick", "--seeds", "0", "--with-runs-from", str(out / "quick.json"),
+         "--runs-dir", str(tmp_path / "empty"), "--set", f"model.cache_dir={tmp_path / 'models'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert refused.returncode != 0 and "do not make one table" in refused.stderr
+
 
 def suite(*args: str) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "learner.experiment", "--quick", *args], cwd=ROOT,
