@@ -75,6 +75,8 @@ TRAIN_STEP = (
          ("attempt",), _per_attempt("kl_t{t}")),
     Spec("policy_loss", "Policy-gradient part of the SCoRe loss, last step.", reads=(("policy_loss", {}),)),
     Spec("kl_penalty", "KL part of the SCoRe loss (beta-weighted), last step.", reads=(("kl_penalty", {}),)),
+    Spec("pair_loss", "The auxiliary Pair-SFT term of the loss (score.pair_coef-weighted), last step; 0 when off.",
+         reads=(("pair_loss", {}),)),
     Spec("grad_norm", "Global gradient norm before clipping, last step.", reads=(("grad_norm", {}),)),
     Spec("learning_rate", "The policy optimiser's learning rate.", reads=(("lr", {}),)),
     Spec("stage", "SCoRe stage being trained (1 or 2).", reads=(("stage", {}),)),

@@ -128,8 +128,8 @@ class LearnerWorker:
             # learner vs engine log-probs of the same sampled tokens: the engine's numerical gap,
             # plus the policy lag when the batch was sampled by older weights
             gaps.append(logp.detach().cpu().numpy()[mask] - shard.sample_logprobs[mask])
-        if objective.pair_coef:
-            stats.update(self._pair_term(objective.pair_coef, batch, rewards))
+        stats.update(self._pair_term(objective.pair_coef, batch, rewards) if objective.pair_coef else
+                     {"pair_loss": 0.0, "pair_rows": 0.0})
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
