@@ -421,8 +421,9 @@ def plot(rows: list[dict], runs: dict[tuple[str, int], dict], out: Path, suite: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # held-out Acc@t1 / Acc@t2 over training steps for SCoRe and its two ablations (mean over seeds)
-    curves = [m for m in dict.fromkeys(k[0] for k in runs) if split_variant(m)[0] in ("score", "no_stage1", "no_shaping")]
+    # held-out Acc@t1 / Acc@t2 over training steps for SCoRe, its pair-term variant and its two ablations (mean over seeds)
+    two_stage = ("score", "score_pairs", "no_shaping")
+    curves = [m for m in dict.fromkeys(k[0] for k in runs) if split_variant(m)[0] in two_stage + ("no_stage1",)]
     if curves:
         fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 4), sharey=True, squeeze=False)
         for ax, method in zip(axes[0], curves):
@@ -434,7 +435,7 @@ def plot(rows: list[dict], runs: dict[tuple[str, int], dict], out: Path, suite: 
                 ax.plot(steps, mean, marker="o", color=color, label=name)
                 ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2)
             stage2 = next((r["stage1_steps"] for r in rows if r["method"] == method and "stage1_steps" in r), None)
-            if split_variant(method)[0] in ("score", "no_shaping") and stage2:
+            if split_variant(method)[0] in two_stage and stage2:
                 ax.axvline(stage2, color="grey", linestyle=":", label="Stage II starts")
             ax.set(title=f"{label(method)} ({len(seeds)} seeds)", xlabel="RL step", ylabel="held-out accuracy, greedy (%)")
             ax.grid(alpha=0.3)
