@@ -30,7 +30,8 @@ Methods (each a RunConfig, so `python -m learner.main --set ...` runs any of the
   score        SCoRe: Stage I then Stage II
   score_pairs  SCoRe with an auxiliary Pair-SFT term on each step's own batch (score.pair_coef=1; not in
                the paper): every wrong first attempt followed by a right response to the same problem
-               from the batch, supervised, at no extra samples
+               from the batch, supervised, at no extra samples; its ablations no_stage1_pairs and
+               no_shaping_pairs (run with --methods)
   online_star  STaR on the policy's own (wrong attempt 1, right attempt 2) traces, re-sampled
                every step (score.method=online_star); the imitation term averaged over those pairs
   star         the paper's STaR: SFT on the base model's successful revisions, sampled before the
@@ -69,6 +70,8 @@ LABELS = {
     "no_shaping": "SCoRe w/o reward shaping (α=0)",
     "score": "SCoRe",
     "score_pairs": "SCoRe + its own pairs (λ=1)",
+    "no_stage1_pairs": "SCoRe + its own pairs, w/o Stage I",
+    "no_shaping_pairs": "SCoRe + its own pairs, w/o reward shaping (α=0)",
     "online_star": "online STaR (own i→c pairs)",
     "star": "STaR (the base's i→c, offline)",
     "pair_sft": "Pair-SFT (the base's wrong + right, offline)",
@@ -209,19 +212,22 @@ def method_overrides(name: str, cfg: RunConfig) -> list[str]:
     rate = [f"score.lr={lr:g}"] if lr is not None else []
     sc = cfg.score
     total = sc.stage1_steps + sc.stage2_steps
-    return rate + {
+    overrides = {
         "base": ["score.stage1_steps=0", "score.stage2_steps=0"],
         "single_turn": ["score.method=single_turn"],
         "no_stage1": ["score.stage1_steps=0", f"score.stage2_steps={total}", "score.stage2_lr=null"],
         "no_shaping": ["score.alpha=0"],
         "score": [],
-        "score_pairs": ["score.pair_coef=1"],
         "online_star": ["score.method=online_star"],
         "star": ["score.method=star"],
         "pair_sft": ["score.method=pair_sft"],
         "score_lag1": ["cluster.max_policy_lag=1"],
         "score_lag1_no_is": ["cluster.max_policy_lag=1", "score.importance_ratio_cap=null"],
-    }[method]
+    }
+    pairs = ["score.pair_coef=1"]  # SCoRe with its own pairs, and its two ablations
+    overrides |= {"score_pairs": pairs, "no_stage1_pairs": overrides["no_stage1"] + pairs,
+                  "no_shaping_pairs": overrides["no_shaping"] + pairs}
+    return rate + overrides[method]
 
 
 def run_config(settings: list[str], method: str, seed: int) -> RunConfig:
@@ -422,8 +428,8 @@ def plot(rows: list[dict], runs: dict[tuple[str, int], dict], out: Path, suite: 
     import matplotlib.pyplot as plt
 
     # held-out Acc@t1 / Acc@t2 over training steps for SCoRe, its pair-term variant and its two ablations (mean over seeds)
-    two_stage = ("score", "score_pairs", "no_shaping")
-    curves = [m for m in dict.fromkeys(k[0] for k in runs) if split_variant(m)[0] in two_stage + ("no_stage1",)]
+    two_stage = ("score", "score_pairs", "no_shaping", "no_shaping_pairs")
+    curves = [m for m in dict.fromkeys(k[0] for k in runs) if split_variant(m)[0] in two_stage + ("no_stage1", "no_stage1_pairs")]
     if curves:
         fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 4), sharey=True, squeeze=False)
         for ax, method in zip(axes[0], curves):

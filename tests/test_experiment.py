@@ -230,3 +230,15 @@ def test_the_code_suite_runs_the_code_task_on_the_code_configs_base():
         assert cfg.task.name == "code" and cache_key(cfg) == shipped, name
         if name != "base":
             assert cfg.score.stage1_steps + cfg.score.stage2_steps == 70
+
+
+def test_score_pairs_ablations_are_the_plain_ablations_with_the_pair_term():
+    """no_stage1_pairs and no_shaping_pairs differ from no_stage1 and no_shaping by score.pair_coef=1 only,
+    as score_pairs differs from score."""
+    from learner.experiment import SUITES, run_config
+
+    settings = SUITES["default"]["settings"]
+    for plain, with_pairs in (("score", "score_pairs"), ("no_stage1", "no_stage1_pairs"), ("no_shaping", "no_shaping_pairs")):
+        a, b = (run_config(settings, f"{m}@0.0003", seed=0) for m in (plain, with_pairs))
+        assert a.score.pair_coef == 0 and b.score.pair_coef == 1
+        assert b.score.model_copy(update={"pair_coef": 0.0}) == a.score and b.name == f"{with_pairs}@0.0003-s0"
