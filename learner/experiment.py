@@ -336,9 +336,8 @@ def runs_from_json(path: Path, settings: list[str], seeds: list[int]) -> dict[tu
         raise ValueError(f"{path}: its runs had settings {result['settings']} and seeds {result['seeds']}, this suite "
                          f"{settings} and {seeds}: they do not make one table")
     problems = decode_outcomes(result["outcomes"])
-    runs = {}
+    runs, n = {}, len(seeds)
     for row in result["rows"]:
-        n = len(seeds)
         for i, seed in enumerate(seeds):
             name = f"{row['method']}-s{seed}"
             share = lambda total: total // n + (i < total % n)  # noqa: E731  (the seeds' shares add up to the total)

@@ -147,7 +147,6 @@ class ScoreConfig(_Section):
         "is weighted by min(pi_learner / pi_sampler, cap), truncated importance sampling; unset = no correction.",
     )
 
-
     @model_validator(mode="after")
     def _pairs_with_score(self) -> "ScoreConfig":
         if self.pair_coef and self.method != "score":

@@ -128,8 +128,7 @@ class LearnerWorker:
             # learner vs engine log-probs of the same sampled tokens: the engine's numerical gap,
             # plus the policy lag when the batch was sampled by older weights
             gaps.append(logp.detach().cpu().numpy()[mask] - shard.sample_logprobs[mask])
-        stats.update(self._pair_term(objective.pair_coef, batch, rewards) if objective.pair_coef else
-                     {"pair_loss": 0.0, "pair_rows": 0.0})
+        stats.update(self._pair_term(objective.pair_coef, batch, rewards))
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -164,9 +163,9 @@ class LearnerWorker:
         """SCoRe's auxiliary Pair-SFT term (score.pair_coef): backward through λ·(-log π(y*)) averaged
         over the Pair-SFT rows of this step's own batch, its gradients added to the RL loss's. Every
         rank scores the same number of rows (FSDP's collectives need the same passes): the last ranks
-        pad theirs with row 0 at weight 0."""
-        paired, paired_rewards = repair_pairs(batch, rewards)
-        total = int(paired_rewards[:, 1].sum())  # 0: the batch gave no row
+        pad theirs with row 0 at weight 0. Off (coef 0) or without a row: nothing, and zeros."""
+        paired, paired_rewards = repair_pairs(batch, rewards) if coef else (batch, np.zeros((0, 2)))
+        total = int(paired_rewards[:, 1].sum())  # 0: off, or the batch gave no row
         if not total:
             return {"pair_loss": 0.0, "pair_rows": 0.0}
         rows = self.my_rows(total)
