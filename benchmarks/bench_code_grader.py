@@ -14,6 +14,10 @@ same drift of a shared machine; prints each path's median programs/s and the rat
 (with the range of the rounds' own ratios), and the CPU time each program costs (the grader, the
 sandboxes and the programs together, from a cpuacct cgroup where there is one), which other work
 on a shared machine moves less.
+Last, the programs' own work: the same programs and check() run bare by the sandbox's interpreter,
+with no sandbox at all (the canonical solutions are trusted), and each path's CPU per program
+beyond it: the part a grader's design can change (HumanEval/75's canonical solution alone computes
+for about 0.1 s, which every path pays).
 No pass/fail.
 
     python benchmarks/bench_code_grader.py [--programs 164] [--rounds 3]
@@ -21,9 +25,11 @@ No pass/fail.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import statistics
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from graders.humaneval_task import HumanEvalTask  # noqa: E402
-from graders.sandbox import Limits, run_python  # noqa: E402
+from graders.sandbox import Limits, _sandbox_python, run_python  # noqa: E402
 
 
 def one_shot(task: HumanEvalTask, problem) -> str:
@@ -42,6 +48,29 @@ def one_shot(task: HumanEvalTask, problem) -> str:
                f"print({token!r})\n")
     result = run_python(program, Limits(wall_s=10, cpu_s=10, memory_mb=1024))
     return "pass" if result.exit_code == 0 and result.output.rstrip().endswith(token) else result.output[-300:]
+
+
+def own_work_ms(task: HumanEvalTask, problems: list) -> float:
+    """CPU milliseconds per program of the programs and check() alone: run bare, one after another,
+    by the sandbox's interpreter in a plain process (the canonical solutions are trusted), timed
+    inside it so that its start-up is left out. The tests are compiled before the clock starts, as
+    the warm grader caches them: what is left is what every path must pay."""
+    records = [task._records[problem.id] for problem in problems]
+    programs = [(record["prompt"] + problem.answer, record["test"], record["entry_point"])
+                for record, problem in zip(records, problems)]
+    timer = """import json, sys, time
+programs = [(source, compile(test, "tests.py", "exec"), entry) for source, test, entry in json.load(sys.stdin)]
+start = time.process_time()
+for source, tests, entry in programs:
+    namespace = {"__name__": "__main__"}
+    exec(compile(source, "program.py", "exec"), namespace)
+    exec(tests, namespace)
+    namespace["check"](namespace[entry])
+print(1000 * (time.process_time() - start) / len(programs))
+"""
+    done = subprocess.run([_sandbox_python(), "-I", "-S", "-c", timer], input=json.dumps(programs),
+                          capture_output=True, text=True, check=True)
+    return float(done.stdout.splitlines()[-1])
 
 
 def warm(task: HumanEvalTask, problem) -> str:
@@ -107,6 +136,7 @@ def main() -> None:
     print(f"(medians of {args.rounds} rounds; in brackets, the range of the rounds' own ratios)")
     print(f"{'':>7} {'programs/s':^39} {'CPU ms per program':^27}")
     print(f"{'threads':>7} {'one-shot':>9} {'warm':>9} {'ratio':>7} {'(range)':>11}  {'one-shot':>9} {'warm':>9} {'ratio':>7}")
+    sandbox_cpu = {}  # threads -> (one-shot, warm) median CPU ms per program
     for threads in (1, 2):
         rounds = [(rate(one_shot, task, problems, threads, meter), rate(warm, task, problems, threads, meter))
                   for _ in range(args.rounds)]
@@ -119,7 +149,15 @@ def main() -> None:
         else:
             before_cpu, after_cpu = (statistics.median(r[path][1] for r in rounds) for path in (0, 1))
             cpu = f"{before_cpu:9.1f} {after_cpu:9.1f} {before_cpu / after_cpu:6.1f}x"
+            sandbox_cpu[threads] = before_cpu, after_cpu
         print(f"{threads:>7} {speed}  {cpu}")
+    if sandbox_cpu:
+        own = statistics.median(own_work_ms(task, problems) for _ in range(args.rounds))
+        print(f"the programs' own work (run bare, no sandbox, by the same interpreter): {own:.2f} ms CPU per "
+              "program; beyond it, each path's cost per program:")
+        for threads, (before_cpu, after_cpu) in sandbox_cpu.items():
+            print(f"  {threads} thread(s): one-shot {before_cpu - own:.1f} ms, warm {after_cpu - own:.2f} ms, "
+                  f"{(before_cpu - own) / (after_cpu - own):.1f}x")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     task.pool.close()
     meter.close()
