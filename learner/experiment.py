@@ -22,7 +22,9 @@ per step) and is evaluated by the same greedy evaluation on the same held-out sp
 (learner/driver/local_backend.py: the real rollout worker, grader and FSDP learner, without
 Ray), several side by side.
 
-Methods (each a RunConfig, so `python -m learner.main --set ...` runs any of them too):
+Methods (each a RunConfig, so `python -m learner.main --set ...` runs any of them too; a method's own
+settings go on top of --set, and the suite logs every --set value one replaces: to try another λ, run
+`--methods score --set score.pair_coef=2`, not score_pairs):
   base         the warm-started base model prompted to self-correct; no training
   single_turn  RL on attempt 1 only (score.method=single_turn); attempt 2 by prompting
   no_stage1    Stage II's objective from the base (score.stage1_steps=0, all steps in Stage II)
@@ -233,6 +235,21 @@ def method_overrides(name: str, cfg: RunConfig) -> list[str]:
 def run_config(settings: list[str], method: str, seed: int) -> RunConfig:
     cfg = load_config(None, settings)
     return load_config(None, settings + method_overrides(method, cfg) + [f"seed={seed}", f"name={method}-s{seed}"])
+
+
+def replaced_settings(user_sets: list[str], base: RunConfig, cfg: RunConfig) -> list[str]:
+    """The --set keys a method's own settings replace in `cfg` (a method is a fixed setting on top of
+    --set: `--set score.alpha=5` leaves `no_shaping` at α = 0, and `score_pairs` at λ = 1 whatever
+    `--set score.pair_coef` says), as "key=its value (not --set's value)": said, never silently done."""
+    def value(config: dict, key: str):
+        for part in key.split("."):
+            config = config.get(part) if isinstance(config, dict) else None
+        return config
+
+    mine, theirs = base.model_dump(), cfg.model_dump()
+    keys = dict.fromkeys(pair.partition("=")[0].strip() for pair in user_sets)
+    return [f"{key}={value(theirs, key)} (not --set's {value(mine, key)})" for key in keys
+            if value(theirs, key) != value(mine, key)]
 
 
 def _log_to(path: Path):
@@ -516,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
         order_of = {m: i for i, m in enumerate(suite["methods"])}
         methods = sorted(dict.fromkeys([m for m, _ in earlier] + methods), key=lambda m: order_of.get(split_variant(m)[0], len(order_of)))
     configs = {(m, s): run_config(settings, m, s) for m in methods for s in seeds}
+    for m in methods:
+        if replaced := replaced_settings(args.overrides, base_cfg, configs[m, seeds[0]]):
+            log(f"{m}: its own settings replace {', '.join(replaced)}")
     # longest first (the base row has no training) so that the pool's tail is short
     order = sorted(configs, key=lambda ms: -(configs[ms].score.stage1_steps + configs[ms].score.stage2_steps))
     runs: dict[tuple[str, int], dict] = dict(earlier)

@@ -242,3 +242,20 @@ def test_score_pairs_ablations_are_the_plain_ablations_with_the_pair_term():
         a, b = (run_config(settings, f"{m}@0.0003", seed=0) for m in (plain, with_pairs))
         assert a.score.pair_coef == 0 and b.score.pair_coef == 1
         assert b.score.model_copy(update={"pair_coef": 0.0}) == a.score and b.name == f"{with_pairs}@0.0003-s0"
+
+
+def test_a_method_that_replaces_a_set_value_says_so():
+    """A method's own settings win over --set (score_pairs keeps λ = 1, no_shaping α = 0): the suite
+    names each replaced key instead of running something other than what --set asked, silently."""
+    from learner.experiment import SUITES, replaced_settings, run_config
+    from protos import load_config
+
+    user = ["score.pair_coef=2", "score.alpha=5", "score.stage2_steps=120"]
+    settings = SUITES["default"]["settings"] + user
+    base = load_config(None, settings)
+    said = {m: replaced_settings(user, base, run_config(settings, f"{m}@0.0003", seed=0))
+            for m in ("score", "score_pairs", "no_shaping", "no_stage1")}
+    assert said["score"] == []
+    assert said["score_pairs"] == ["score.pair_coef=1.0 (not --set's 2.0)"]
+    assert said["no_shaping"] == ["score.alpha=0.0 (not --set's 5.0)"]
+    assert said["no_stage1"] == ["score.stage2_steps=220 (not --set's 120)"]
