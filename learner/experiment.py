@@ -34,6 +34,10 @@ settings go on top of --set, and the suite logs every --set value one replaces: 
                the paper): every wrong first attempt followed by a right response to the same problem
                from the batch, supervised, at no extra samples; its ablations no_stage1_pairs and
                no_shaping_pairs (run with --methods)
+  score_pairs_episode  score_pairs with Stage II crediting attempt 1 with the episode's return at
+               alpha = 1 (score.stage2_credit=episode, score.alpha=1: attempt 1 trained for the final
+               answer only); its ablations no_stage1_pairs_episode and no_shaping_pairs_episode
+               (alpha = 0 under the same credit, where the bonus acts); all three run with --methods
   online_star  STaR on the policy's own (wrong attempt 1, right attempt 2) traces, re-sampled
                every step (score.method=online_star); the imitation term averaged over those pairs
   star         the paper's STaR: SFT on the base model's successful revisions, sampled before the
@@ -74,6 +78,9 @@ LABELS = {
     "score_pairs": "SCoRe + its own pairs (λ=1)",
     "no_stage1_pairs": "SCoRe + its own pairs, w/o Stage I",
     "no_shaping_pairs": "SCoRe + its own pairs, w/o reward shaping (α=0)",
+    "score_pairs_episode": "SCoRe + its own pairs, episode credit (α=1)",
+    "no_stage1_pairs_episode": "SCoRe + its own pairs, episode credit, w/o Stage I",
+    "no_shaping_pairs_episode": "SCoRe + its own pairs, episode credit, w/o reward shaping (α=0)",
     "online_star": "online STaR (own i→c pairs)",
     "star": "STaR (the base's i→c, offline)",
     "pair_sft": "Pair-SFT (the base's wrong + right, offline)",
@@ -229,6 +236,8 @@ def method_overrides(name: str, cfg: RunConfig) -> list[str]:
     pairs = ["score.pair_coef=1"]  # SCoRe with its own pairs, and its two ablations
     overrides |= {"score_pairs": pairs, "no_stage1_pairs": overrides["no_stage1"] + pairs,
                   "no_shaping_pairs": overrides["no_shaping"] + pairs}
+    episode = ["score.stage2_credit=episode", "score.alpha=1"]  # and each of those with episode credit
+    overrides |= {f"{m}_episode": episode + overrides[m] for m in ("score_pairs", "no_stage1_pairs", "no_shaping_pairs")}
     return rate + overrides[method]
 
 
@@ -408,13 +417,14 @@ def add_statistics(rows: list[dict], runs: dict[tuple[str, int], dict], seeds: l
     for r in rows:
         r["ci95"] = bootstrap_ci(*arrays[r["method"]], n_boot=n_boot)
         r["problems"] = int(arrays[r["method"]][0].shape[1])
-    # every SCoRe run (one per learning rate of a grid) against every other method's; SCoRe with its
-    # pair term against every method, plain SCoRe included
+    # every SCoRe run (one per learning rate of a grid) against every other method's; each SCoRe variant
+    # with the pair term against every method, the variants before it included
+    leads = ("score", "score_pairs", "score_pairs_episode")
     lead = lambda r: split_variant(r["method"])[0]  # noqa: E731
     return [{"score": s["method"], "method": r["method"], "label": f"{s['label']} vs {r['label']}",
              **paired_difference(arrays[s["method"]], arrays[r["method"]], n_boot=n_boot)}
-            for s in rows if lead(s) in ("score", "score_pairs")
-            for r in rows if lead(r) not in (lead(s), "score_pairs")]
+            for s in rows if lead(s) in leads
+            for r in rows if lead(r) not in leads[leads.index(lead(s)):]]
 
 
 def statistics_tables(rows: list[dict], comparisons: list[dict]) -> str:
@@ -443,9 +453,10 @@ def plot(rows: list[dict], runs: dict[tuple[str, int], dict], out: Path, suite: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # held-out Acc@t1 / Acc@t2 over training steps for SCoRe, its pair-term variant and its two ablations (mean over seeds)
-    two_stage = ("score", "score_pairs", "no_shaping", "no_shaping_pairs")
-    curves = [m for m in dict.fromkeys(k[0] for k in runs) if split_variant(m)[0] in two_stage + ("no_stage1", "no_stage1_pairs")]
+    # held-out Acc@t1 / Acc@t2 over training steps for SCoRe, its pair-term variants and their ablations (mean over seeds)
+    two_stage = ("score", "score_pairs", "no_shaping", "no_shaping_pairs", "score_pairs_episode", "no_shaping_pairs_episode")
+    one_stage = ("no_stage1", "no_stage1_pairs", "no_stage1_pairs_episode")
+    curves = [m for m in dict.fromkeys(k[0] for k in runs) if split_variant(m)[0] in two_stage + one_stage]
     if curves:
         fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 4), sharey=True, squeeze=False)
         for ax, method in zip(axes[0], curves):

@@ -242,6 +242,12 @@ def test_score_pairs_ablations_are_the_plain_ablations_with_the_pair_term():
         a, b = (run_config(settings, f"{m}@0.0003", seed=0) for m in (plain, with_pairs))
         assert a.score.pair_coef == 0 and b.score.pair_coef == 1
         assert b.score.model_copy(update={"pair_coef": 0.0}) == a.score and b.name == f"{with_pairs}@0.0003-s0"
+        # and the episode-credit variant of each: the same, Stage II crediting the episode's return at α = 1
+        # (α = 0 for the ablation without shaping, the one setting that tells it apart)
+        c = run_config(settings, f"{with_pairs}_episode@0.0003", seed=0)
+        assert c.score.stage2_credit == "episode" and b.score.stage2_credit == "attempt"
+        assert c.score.alpha == (0 if plain == "no_shaping" else 1)
+        assert c.score.model_copy(update={"stage2_credit": "attempt", "alpha": b.score.alpha}) == b.score
 
 
 def test_a_method_that_replaces_a_set_value_says_so():
@@ -259,3 +265,21 @@ def test_a_method_that_replaces_a_set_value_says_so():
     assert said["score_pairs"] == ["score.pair_coef=1.0 (not --set's 2.0)"]
     assert said["no_shaping"] == ["score.alpha=0.0 (not --set's 5.0)"]
     assert said["no_stage1"] == ["score.stage2_steps=220 (not --set's 120)"]
+
+
+def test_each_score_variant_is_compared_with_every_method_and_the_variants_before_it():
+    """Paired comparisons: SCoRe with every method but its pair-term variants; score_pairs with every
+    method, SCoRe included; score_pairs_episode with every method, both of those included."""
+    import random
+
+    from learner.experiment import add_statistics
+
+    methods = ["base", "score@0.0003", "score_pairs@0.0003", "no_shaping_pairs_episode@0.0003", "score_pairs_episode@0.0003"]
+    draw = random.Random(0)
+    runs = {(m, 0): {"problems": [{"problem_id": i, "r1": draw.random() < 0.5, "r2": draw.random() < 0.5} for i in range(50)]}
+            for m in methods}
+    rows = [{"method": m, "label": m} for m in methods]
+    pairs = {(c["score"], c["method"]) for c in add_statistics(rows, runs, seeds=[0], n_boot=20)}
+    assert pairs == ({("score@0.0003", m) for m in ("base", "no_shaping_pairs_episode@0.0003")}
+                     | {("score_pairs@0.0003", m) for m in ("base", "score@0.0003", "no_shaping_pairs_episode@0.0003")}
+                     | {("score_pairs_episode@0.0003", m) for m in methods[:4]})
