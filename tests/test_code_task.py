@@ -1,6 +1,7 @@
 """The code task: its problems, and its grader in the real sandbox (no mocks)."""
 import os
 import signal
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -8,6 +9,8 @@ import pytest
 
 from graders.code_task import CodeTask, Spec, _cases
 from graders.registry import make_task
+from graders.warm_sandbox import _tree
+from processes import process_ended
 from protos import Problem
 
 
@@ -133,8 +136,16 @@ def test_the_grader_trusts_only_the_id(task, problem):
 
 def test_a_sandbox_that_died_gives_no_verdict(task, problem):
     sandbox = task.pool.acquire()
-    os.killpg(sandbox.proc.pid, signal.SIGKILL)
+    # Every process of it, the server inside included, by PID, and each seen dead: killing bwrap alone
+    # leaves the server a moment (its death follows bwrap's), in which it could still grade.
+    tree = _tree(sandbox.proc.pid)
+    for pid in tree:
+        os.kill(pid, signal.SIGKILL)
     sandbox.proc.wait()
+    deadline = time.monotonic() + 30
+    while not all(process_ended(pid) for pid in tree) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(process_ended(pid) for pid in tree)
     task.pool.release(sandbox)
     grade = task.grade(problem, problem.answer)
     assert grade.status == "error" and "sandbox" in grade.detail

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from e2e import ROOT, quick_overrides, run_cli
+from processes import process_ended
 from ray_head import actor_pids, ray_head
 
 pytestmark = pytest.mark.slow
@@ -40,15 +41,6 @@ def wait_until(condition, proc: subprocess.Popen, timeout_s: float, what: str) -
             proc.kill()
             raise TimeoutError(f"{what} did not happen within {timeout_s:g}s")
         time.sleep(0.05)
-
-
-def process_ended(pid: int) -> bool:
-    """Gone, or a zombie (dead, not yet reaped by its parent)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
 
 
 def test_sigterm_then_kill_9_then_resume_records_every_step_once(tmp_path):
