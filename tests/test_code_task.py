@@ -1,4 +1,5 @@
 """The code task: its problems, and its grader in the real sandbox (no mocks)."""
+import contextlib
 import os
 import signal
 import time
@@ -139,8 +140,9 @@ def test_a_sandbox_that_died_gives_no_verdict(task, problem):
     # Every process of it, the server inside included, by PID, and each seen dead: killing bwrap alone
     # leaves the server a moment (its death follows bwrap's), in which it could still grade.
     tree = _tree(sandbox.proc.pid)
-    for pid in tree:
-        os.kill(pid, signal.SIGKILL)
+    for pid in reversed(tree):  # the deepest first; one may already be gone with its parent
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     sandbox.proc.wait()
     deadline = time.monotonic() + 30
     while not all(process_ended(pid) for pid in tree) and time.monotonic() < deadline:
