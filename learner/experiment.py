@@ -456,10 +456,15 @@ def plot(rows: list[dict], runs: dict[tuple[str, int], dict], out: Path, suite: 
     # held-out Acc@t1 / Acc@t2 over training steps for SCoRe, its pair-term variants and their ablations (mean over seeds)
     two_stage = ("score", "score_pairs", "no_shaping", "no_shaping_pairs", "score_pairs_episode", "no_shaping_pairs_episode")
     one_stage = ("no_stage1", "no_stage1_pairs", "no_stage1_pairs_episode")
-    curves = [m for m in dict.fromkeys(k[0] for k in runs) if split_variant(m)[0] in two_stage + one_stage]
+    curves = [r["method"] for r in rows if split_variant(r["method"])[0] in two_stage + one_stage]
     if curves:
-        fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 4), sharey=True, squeeze=False)
-        for ax, method in zip(axes[0], curves):
+        # three panels a row: the reported table has nine curves, too wide for one row
+        cols = min(3, len(curves))
+        rows_of_panels = -(-len(curves) // cols)
+        fig, axes = plt.subplots(rows_of_panels, cols, figsize=(5.2 * cols, 4 * rows_of_panels), sharey=True, squeeze=False)
+        for ax in axes.flat[len(curves):]:
+            ax.set_visible(False)
+        for ax, method in zip(axes.flat, curves):
             seeds = sorted(s for m, s in runs if m == method)
             steps = [e["step"] for e in runs[(method, seeds[0])]["evals"]]
             for key, name, color in (("acc_t1", "Acc@t1", "tab:blue"), ("acc_t2", "Acc@t2", "tab:orange")):
@@ -470,7 +475,8 @@ def plot(rows: list[dict], runs: dict[tuple[str, int], dict], out: Path, suite: 
             stage2 = next((r["stage1_steps"] for r in rows if r["method"] == method and "stage1_steps" in r), None)
             if split_variant(method)[0] in two_stage and stage2:
                 ax.axvline(stage2, color="grey", linestyle=":", label="Stage II starts")
-            ax.set(title=f"{label(method)} ({len(seeds)} seeds)", xlabel="RL step", ylabel="held-out accuracy, greedy (%)")
+            ax.set(xlabel="RL step", ylabel="held-out accuracy, greedy (%)")
+            ax.set_title(f"{label(method)} ({len(seeds)} seeds)", fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend()
         fig.tight_layout()
