@@ -15,7 +15,7 @@ differences with every other method on Δ and Acc@t2 (learner/statistics.py), fr
 verdicts each run saves (eval_problems.jsonl in its run directory; the suite's JSON keeps them all,
 compactly, under "outcomes", so the intervals can be recomputed from that file alone).
 
-Every method starts from the same cached base model, trains on the same task for the same number
+Every method starts from the same base model (shipped, learner/model/), trains on the same task for the same number
 of steps of the same batch shape (so the same budget of sampled tokens: prompts x k x 2 attempts
 per step) and is evaluated by the same greedy evaluation on the same held-out split. Each
 (method, seed) run is one process running the training loop on the in-process backend
@@ -138,8 +138,8 @@ SUITES: dict[str, dict] = {
         # the code task (graders/code_task.py), graded in the warm sandbox inside the training loop:
         # the base, SCoRe, its α = 0 ablation and single-turn RL, with the built-in task's 70-step recipe
         # and the default suite's grid (each method keeps its best rate on validation; 1e-3 was not run
-        # on this task). The task settings are read from cluster/configs/code.yaml, so its cached base
-        # is shared.
+        # on this task). The task settings are read from cluster/configs/code.yaml, so its base (the
+        # shipped learner/model/code_base) is shared.
         "seeds": [0, 1, 2],
         "methods": ["base", "single_turn", "no_shaping", "score"],
         "settings": RECIPE_70_STEPS + task_settings(Path(__file__).resolve().parents[1] / "cluster/configs/code.yaml"),

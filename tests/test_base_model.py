@@ -1,6 +1,6 @@
-"""The default base model is shipped in the repository: the default config trains from it (no
-warm-start), named by its content hash; a damaged copy is refused; any other recipe still warm-starts
-into the cache."""
+"""The shipped configs' base models are in the repository: the default config and the code task's
+train from them (no warm-start), each named by its content hash; a damaged copy is refused; any other
+recipe still warm-starts into the cache."""
 import shutil
 
 import pytest
@@ -15,13 +15,27 @@ def test_the_default_config_uses_the_shipped_base_as_its_manifest_names_it(sort_
     cfg = load_config(None, [f"model.cache_dir={tmp_path}"])
     lines = []
     assert ensure_base_model(cfg, sort_task, lines.append) == base.SHIPPED
-    assert lines == [f"base model: the shipped default base {cache_key(cfg)} (learner/model/default_base)"]
+    assert lines == [f"base model: the shipped base {cache_key(cfg)} (learner/model/default_base)"]
     assert list(tmp_path.iterdir()) == []  # nothing warm-started, nothing cached
     manifest = base.manifest()
     assert manifest["cache_key"] == cache_key(cfg) and base.content_hash(base.SHIPPED) == manifest["sha256"]
     # a plain Hugging Face directory: transformers loads it, and it answers the task's prompt
     model, tokenizer = AutoModelForCausalLM.from_pretrained(base.SHIPPED), AutoTokenizer.from_pretrained(base.SHIPPED)
     assert model.num_parameters() == manifest["built"]["params"] and len(tokenizer) == model.config.vocab_size
+
+
+def test_the_code_config_and_the_code_suite_use_the_shipped_code_base(tmp_path):
+    from graders.registry import make_task
+    from learner.experiment import SUITES
+
+    for cfg in (load_config("cluster/configs/code.yaml", [f"model.cache_dir={tmp_path}"]),
+                load_config(None, SUITES["code"]["settings"] + [f"model.cache_dir={tmp_path}"])):
+        assert ensure_base_model(cfg, make_task(cfg.task.name, cfg.task.params), print) == base.SHIPPED_CODE
+    assert list(tmp_path.iterdir()) == []
+    manifest = base.manifest(base.SHIPPED_CODE)
+    assert base.content_hash(base.SHIPPED_CODE) == manifest["sha256"] != base.manifest()["sha256"]
+    # its recipe names the same base: `--rebuild --base code_base` warm-starts what the code config would
+    assert cache_key(load_config(None, manifest["recipe"]["config_overrides"])) == manifest["cache_key"] == cache_key(cfg)
 
 
 def test_a_changed_file_of_the_shipped_base_is_refused(monkeypatch, tmp_path):

@@ -134,7 +134,7 @@ def test_saved_models_are_the_trained_policies_and_runs_start_from_them(tmp_path
     again = suite("--methods", "score", "--seeds", "0", "--save-models", "--runs-dir", str(runs), *shipped)
     assert "1 to run" in again.stdout
     model, base = runs / "score-s0" / "model", ROOT / "learner" / "model" / "default_base"
-    assert "the shipped default base" in again.stdout and not list(model.parent.glob("*.tmp"))
+    assert "(learner/model/default_base)" in again.stdout and not list(model.parent.glob("*.tmp"))
     trained, warm = load_file(model / "model.safetensors"), load_file(base / "model.safetensors")
     assert trained.keys() == warm.keys() and all(trained[k].shape == warm[k].shape for k in warm)
     assert sum(not (trained[k] == warm[k]).all() for k in warm) == len(warm)  # trained: every tensor moved

@@ -144,7 +144,7 @@ def ensure_base_model(cfg: RunConfig, task: Task, log: Callable[[str], None] = p
     key = cache_key(cfg)
     shipped = shipped_for(key)
     if shipped is not None:
-        log(f"base model: the shipped default base {key} (learner/model/default_base)")
+        log(f"base model: the shipped base {key} (learner/model/{shipped.name})")
         return shipped
     final = Path(cfg.model.cache_dir) / key
     if (final / "warmstart.json").is_file():
