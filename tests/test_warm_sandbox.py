@@ -13,6 +13,7 @@ from graders import plain_data
 from graders.humaneval_task import _Replay
 from graders.sandbox import Limits, bwrap_works
 from graders.warm_sandbox import ProgramRaised, WarmSandbox, _tree, encode_call
+from processes import process_state
 
 needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bwrap missing or unusable here")
 
@@ -122,15 +123,7 @@ def test_a_program_asked_nothing_more_exits_once_it_has_answered_every_call_but_
 
 
 def _zombies(sandbox: WarmSandbox) -> list[int]:
-    found = []
-    for pid in _tree(sandbox.proc.pid):
-        try:
-            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state == "Z":
-            found.append(pid)
-    return found
+    return [pid for pid in _tree(sandbox.proc.pid) if process_state(pid) == "Z"]
 
 
 @needs_bwrap
